@@ -1,0 +1,38 @@
+# The one place commands live. `make demo` and `make test` set up .venv when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export PYTHONHASHSEED := 0
+
+USERS ?= 2000
+MONTHS ?= 24
+SEED ?= 7
+BENCH_SIZES ?= 10000,100000
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/creditline demo --users $(USERS) --months $(MONTHS) --seed $(SEED)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check features training serving tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks --sizes $(BENCH_SIZES)
+
+clean:
+	rm -rf data/raw data/features data/decisions data/explanations data/reports data/quarantine mlruns

@@ -1,0 +1,1 @@
+"""Raw-data contracts, the lending-world simulator, feature definitions and the builder."""

@@ -1,0 +1,1 @@
+"""Batch scoring, the line policy, explanations and monitoring."""

@@ -1,0 +1,25 @@
+"""Small helpers shared by the command modules: config loading and error reporting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from features.config import Config, load_config
+
+CONFIG_OPTION = typer.Option(None, "--config", help="Config file (default: ./creditline.toml if present).")
+
+
+def config_or_exit(path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a clear error (no traceback) and exit non-zero."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)

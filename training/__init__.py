@@ -1,0 +1,1 @@
+"""Model fitting, evaluation, MLflow tracking and the registry."""
