@@ -56,7 +56,7 @@ NS = "datetime64[ns]"
 
 # --- world parameters (documented in docs-fragments/simulator.md) -------------------------
 Z_MEAN = -3.75  # mean latent log-odds of the 12-month PD
-Z_HIDDEN_SD = 0.75  # idiosyncratic risk no observable explains
+Z_HIDDEN_SD = 0.6  # idiosyncratic risk no observable explains
 WALK_SD = 0.08  # monthly random walk of latent risk
 P_DEFAULT_GIVEN_DISTRESS = 0.65  # the rest cure
 INCOME_SHOCK_HAZARD = 0.008  # per user-month
@@ -286,7 +286,7 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
     city = rng_user.choice(4, n, p=[0.15, 0.30, 0.35, 0.20]) + 1
     hidden = rng_user.normal(0.0, Z_HIDDEN_SD, n)
     age_eff = np.array([0.35, 0.10, -0.10, -0.15, 0.05])[age - 1]
-    z_obs = Z_MEAN - 0.28 * (income - 2.5) + age_eff + 0.08 * (city - 2.5)
+    z_obs = Z_MEAN - 0.4 * (income - 2.5) + age_eff + 0.08 * (city - 2.5)
     z_base = z_obs + hidden
     signup_m = np.where(rng_user.random(n) < 0.5, 0, rng_user.integers(0, max(1, M - 3), n))
     # organised rings: members sign up together and bust out together
@@ -631,7 +631,7 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
             distress_lag, cures, cure_m, stop_m, ext_m, ext_len, acct_util_user, macro_on, macro_p):  # fmt: skip
     M = cal.months
     # accounts held at signup (opened up to 4 years before) and accounts opened during the period
-    lam0 = np.clip(2.6 * np.exp(0.35 * (z_base - Z_MEAN)) + 0.3 * (income - 3), 0.3, 12.0)
+    lam0 = np.clip(4.5 * np.exp(0.5 * (z_base - Z_MEAN)) + 0.3 * (income - 3), 0.3, 12.0)
     k0 = rng.poisson(lam0)
     u0 = np.repeat(np.arange(n), k0)
     open0 = signup_m[u0] - rng.integers(1, 49, len(u0))
@@ -662,7 +662,7 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     base_limit = np.array([40000.0, 8000.0, 3000.0, 15000.0])[ltype]  # bank, cf, micro, card
     limit = _round100(base_limit * (0.6 + 0.25 * income[acct_user]) * np.exp(rng.normal(0, 0.4, A)))
     limit = np.maximum(limit, 500.0)
-    close_m = acct_open + 1 + rng.geometric(0.03, A)
+    close_m = acct_open + 1 + rng.geometric(0.02, A)
     util = np.clip(acct_util_user[acct_user] + rng.normal(0, 0.15, A), 0.0, 1.0)
 
     # overdue episodes at other lenders: [od_start, od_end) in months
@@ -731,7 +731,7 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     del keep_acct
 
     # inquiries: background rate rising with risk, bursts under distress and income shocks
-    rate = (0.12 * np.exp(0.4 * zc)) * inq_mult[None, :] + 2.5 * burst + 1.2 * shock_ev + 0.8 * k_new
+    rate = (0.15 * np.exp(0.7 * zc)) * inq_mult[None, :] + 2.5 * burst + 1.2 * shock_ev + 0.8 * k_new
     k_inq = rng.poisson(np.where(after, rate, 0.0))
     iu, im = np.nonzero(k_inq)
     reps = k_inq[iu, im]
@@ -912,6 +912,9 @@ def _truth(c, seed, uid, n, cal: _Calendar, scenarios, Z, signup_m, signup_t, fr
     late1 = due_in & (pay["paid"] - pay["due"] >= DAY)
     behaviour = util_jump.copy()
     np.logical_or.at(behaviour, (pay["user"][late1], pay["due_m_raw"][late1]), True)
+    # after a user stopped paying, missed installments are no news: flag up to 90+ DPD only
+    stop_month = np.where(fr["stop_t"] < NEVER, cal.month_of(np.minimum(fr["stop_t"], cal.end - 1)), NEVER)
+    behaviour &= np.arange(M)[None, :] <= stop_month[:, None] + 3
     bureau = (bur["new_overdue"] > 0) | (bur["new_accounts"] >= 2) | (bur["inquiries"] >= 3)
     # sync delay: a payment made this month that an as-of at the next month start cannot see yet
     sync = np.zeros((n, M), dtype=bool)
@@ -991,3 +994,24 @@ def _truth(c, seed, uid, n, cal: _Calendar, scenarios, Z, signup_m, signup_t, fr
         "sync_delayed": int(pay["delayed"].sum()),
     }
     return um, out, stats
+
+
+def format_summary(summary: dict) -> str:
+    """A short human-readable summary of `simulate_world`'s result."""
+    rows = summary["rows"]
+    width = max(len(t) for t in rows)
+    lines = [
+        f"simulated {summary['users']} users x {summary['months']} months (seed {summary['seed']}) "
+        f"in {summary['seconds']:.1f} s; scenarios: {', '.join(summary['scenarios']) or 'none'}",
+        f"raw tables -> {summary['raw_dir']} (extracted_at {summary['extracted_at']}); ground truth -> {summary['truth_dir']}",
+        *(f"  {t:<{width}}  {r:>12,} rows" for t, r in rows.items()),
+        f"  default rate (annual, 90+ DPD, fraud excluded): {summary['default_rate_annual']:.2%}",
+        f"  fraud rate (users with a bust-out or takeover): {summary['fraud_rate']:.2%} "
+        f"({summary['ring_users']} ring members, {summary['takeovers']} takeovers)",
+        f"  utilisation (balance / line, open lines):       {summary['utilisation']:.1%}",
+        f"  late rate (installments 1+ DPD / 30+ DPD):     {summary['late_rate']:.1%} / {summary['late_30_rate']:.1%}",
+        f"  lenders per user (bureau accounts reported):    {summary['lenders_per_user']:.2f}",
+        f"  inquiries per user-month:                       {summary['inquiries_per_user_month']:.2f}",
+        f"  payments delayed by a sync incident:            {summary['sync_delayed_payments']:,}",
+    ]
+    return "\n".join(lines)
