@@ -105,7 +105,7 @@ def parse_scenarios(specs: list[str] | tuple[str, ...], start: str | pd.Timestam
             if n not in SCENARIOS:
                 known = ", ".join([*SCENARIOS, *PRESETS])
                 raise ValueError(f"scenario {name!r} is unknown; known scenarios: {known}")
-            idx = month_index(start, when) if when else int(round(SCENARIOS[n][0] * months))
+            idx = month_index(start, when) if when else min(int(round(SCENARIOS[n][0] * months)), months - 1)
             if not 0 <= idx < months:
                 raise ValueError(
                     f"scenario {n}: start {when or idx} is outside the simulated period "

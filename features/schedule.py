@@ -15,7 +15,13 @@ _NS = "datetime64[ns]"
 
 
 def _as_datetime64(values) -> np.ndarray:
-    arr = np.asarray(pd.to_datetime(values) if not isinstance(values, np.ndarray) else values)
+    arr = np.asarray(values)
+    if arr.dtype.kind != "M":
+        try:
+            conv = pd.to_datetime(values)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"draw_time must be datetimes: {exc}") from exc
+        arr = conv.to_numpy() if hasattr(conv, "to_numpy") else np.asarray(np.datetime64(conv))
     if arr.dtype.kind != "M":
         raise ValueError(f"draw_time must be datetimes, got dtype {arr.dtype}")
     return arr.astype(_NS)
