@@ -937,6 +937,8 @@ def _truth(c, seed, uid, n, cal: _Calendar, scenarios, Z, signup_m, signup_t, fr
     bal_prev = np.concatenate([np.zeros((n, 1)), bal_end[:, :-1]], axis=1)
     stopped = fr["stop_t"][:, None] < cal.edges[None, 1 : M + 1]
     repaid = ((bal_prev > 0) | drew) & (bal_end <= 1e-6) & ~stopped & after
+    # a ring pays everything off (还清) days before its bust-out draw in the same month
+    repaid |= fraud_month & fr["is_ring"][:, None] & (bal_prev > 0)
     uu, mm = np.nonzero(after)
     ring_name = np.where(
         fr["is_ring"], np.char.add(f"ring-{seed}-{c}-", fr["ring_of"].astype(str)),

@@ -215,6 +215,13 @@ def test_fraud_rings_share_devices_and_bust_out(world_all):
     rings = fraud_loans[fraud_loans["ring_id"].str.startswith("ring")]
     assert len(rings) > 5
     assert (rings["amount_cny"].to_numpy() == largest.reindex(rings["user_id"]).to_numpy()).all()
+    # ...and comes days after the ring member paid off everything early (还清)
+    inst = _raw(out, "installments").merge(rings[["user_id", "fraud_date"]], on="user_id")
+    payoff = inst[(inst["event_time"] < inst["fraud_date"]) & (inst["event_time"] >= inst["fraud_date"] - pd.Timedelta(days=4)) & (inst["event_time"] < inst["due_date"])]
+    assert payoff["user_id"].nunique() >= 0.5 * len(rings)
+    month_of_fraud = rings["fraud_date"].dt.to_period("M").dt.to_timestamp()
+    paid_off = um.set_index(["user_id", "month"])["repaid_in_full"]
+    assert paid_off.reindex(list(zip(rings["user_id"], month_of_fraud, strict=True))).mean() >= 0.5
     # innocent bait: users outside any ring who changed phone and SIM
     sims = set(ev.loc[ev["event_type"] == "sim_change", "user_id"]) - set(outcomes.loc[outcomes["ring_id"].notna(), "user_id"])
     assert len(sims) > 10
