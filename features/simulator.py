@@ -29,7 +29,7 @@ Rings and takeover gangs are formed within a chunk.
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import logging
 import shutil
 import time
@@ -80,11 +80,30 @@ def _round100(x):
     return np.floor(np.asarray(x) / 100.0) * 100.0
 
 
-def pseudonymise_many(source_ids: list[str], prefix: str = "u") -> list[str]:
-    """`features.ids.pseudonymise` for many ids at once (same output, ~1 µs per id)."""
-    key = id_key()
-    digest = hmac.digest
-    return [f"{prefix}_{digest(key, s.encode(), 'sha256').hex()[:16]}" for s in source_ids]
+def pseudonymise_many(source_ids: list[str], prefix: str = "u", key: bytes | None = None) -> list[str]:
+    """`features.ids.pseudonymise` for many ids at once: the same HMAC-SHA256, with the keyed
+    inner and outer hash states computed once and copied per id (several times faster)."""
+    key = id_key() if key is None else key
+    try:  # CPython's own SHA-256 copies its state faster than OpenSSL's
+        from _sha2 import sha256 as _sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256 as _sha256  # Python 3.11
+        except ImportError:
+            _sha256 = hashlib.sha256
+    if len(key) > 64:  # the HMAC rule for keys longer than the block size
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    inner = _sha256(bytes(b ^ 0x36 for b in key))
+    outer = _sha256(bytes(b ^ 0x5C for b in key))
+    out = []
+    for s in source_ids:  # one C-level hash per id; no faster pure-numpy SHA-256 exists
+        h = inner.copy()
+        h.update(s.encode())
+        o = outer.copy()
+        o.update(h.digest())
+        out.append(f"{prefix}_{o.hexdigest()[:16]}")
+    return out
 
 
 def _tokens(rng: np.random.Generator, n: int, prefix: str) -> pa.Array:

@@ -255,5 +255,7 @@ def test_bad_arguments_are_refused(tmp_path):
 
 
 def test_fast_pseudonymise_matches_the_reference():
-    ids = [f"sim-1-{i}" for i in range(50)]
+    ids = [f"sim-1-{i}" for i in range(50)] + ["", "长-ünïcode"]
     assert pseudonymise_many(ids) == [pseudonymise(s) for s in ids]
+    for key in (b"k", b"x" * 64, b"long" * 40):  # short, block-sized, hashed (> 64 bytes)
+        assert pseudonymise_many(ids, "l", key=key) == [pseudonymise(s, "l", key=key) for s in ids]
