@@ -162,6 +162,10 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     sync = um[um["cause_sync_delay"]]
     assert len(sync) > 10
     assert all(k in lagged for k in zip(sync["user_id"], sync["month"], strict=True))
+    # ...and only a subset of users (3.5 %) is hit, only in the incident months (2024-10, 2024-11: month 9 of 12)
+    assert set(month(lag["event_time"]).dt.strftime("%Y-%m")) <= {"2024-10", "2024-11"}
+    payers = inst.loc[month(inst["event_time"]) >= pd.Timestamp("2024-10-01"), "user_id"].nunique()
+    assert 0.01 <= lag["user_id"].nunique() / payers <= 0.06
     # bureau: a new overdue account, 2+ new accounts or 3+ inquiries that month (the last month's
     # bureau report is not available at the extract time, so it is left out)
     bur = _raw(out, "bureau_accounts")
