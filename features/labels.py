@@ -1,0 +1,65 @@
+"""Labels (`label_`): outcomes after T, read from ALL data (they look forward), never features.
+
+- `label_default_12m`: 1 when some installment of the user (any loan, drawn before or after T)
+  reaches 90 DPD at a moment in (T, add_months(T, 12)]: due date + 90 days falls in that window
+  and the installment was not paid before it. Matured when add_months(T, 12) + `MARGIN_DAYS`
+  <= extracted_at: by then every 90-DPD moment in the window has happened, and the margin lets
+  late-syncing payments arrive.
+- `label_fraud_90d`: first-payment default, the bust-out proxy: 1 when a draw in (T, T + 90 days]
+  has its first installment still unpaid 60 days after its due date. Matured when the last
+  possible such due date + 60 days + `MARGIN_DAYS` <= extracted_at.
+Unmatured rows are NaN with `*_matured` False: never labelled good.
+"""
+
+from __future__ import annotations
+
+DEFAULT_DPD = 90
+DEFAULT_MONTHS = 12
+FRAUD_DAYS = 90
+FRAUD_DPD = 60
+MARGIN_DAYS = 14
+
+LABELS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE f_labels AS
+WITH all_sched AS (
+    SELECT l.user_id, l.loan_id, k.seq, l.event_time AS draw_time,
+           add_months(l.event_time, k.seq) AS due_time, p.event_time AS paid_time
+    FROM all_loans l
+    JOIN seqs k ON k.seq <= l.term_months
+    LEFT JOIN all_payments p ON p.loan_id = l.loan_id AND p.seq = k.seq
+),
+hits AS (
+    SELECT user_id,
+           MAX(CASE WHEN due_time + INTERVAL '{DEFAULT_DPD}' DAY > {{T}}
+                     AND due_time + INTERVAL '{DEFAULT_DPD}' DAY <= add_months({{T}}, {DEFAULT_MONTHS})
+                     AND (paid_time IS NULL OR days_between(due_time, paid_time) >= {DEFAULT_DPD})
+                    THEN 1 ELSE 0 END) AS default_hit,
+           MAX(CASE WHEN seq = 1 AND draw_time > {{T}} AND draw_time <= {{T}} + INTERVAL '{FRAUD_DAYS}' DAY
+                     AND (paid_time IS NULL OR days_between(due_time, paid_time) >= {FRAUD_DPD})
+                    THEN 1 ELSE 0 END) AS fraud_hit
+    FROM all_sched GROUP BY user_id
+),
+maturity AS (
+    SELECT add_months({{T}}, {DEFAULT_MONTHS}) + INTERVAL '{MARGIN_DAYS}' DAY <= {{X}} AS default_matured,
+           add_months({{T}} + INTERVAL '{FRAUD_DAYS}' DAY, 1) + INTERVAL '{FRAUD_DPD + MARGIN_DAYS}' DAY <= {{X}}
+               AS fraud_matured
+)
+SELECT u.user_id,
+       CASE WHEN m.default_matured THEN COALESCE(h.default_hit, 0) END AS label_default_12m,
+       m.default_matured AS label_default_12m_matured,
+       CASE WHEN m.fraud_matured THEN COALESCE(h.fraud_hit, 0) END AS label_fraud_90d,
+       m.fraud_matured AS label_fraud_90d_matured
+FROM v_users u
+CROSS JOIN maturity m
+LEFT JOIN hits h ON h.user_id = u.user_id
+"""
+
+COLUMNS: dict[str, float | None] = {
+    "label_default_12m": None,
+    "label_default_12m_matured": None,
+    "label_fraud_90d": None,
+    "label_fraud_90d_matured": None,
+}
+BOOL_COLUMNS = ("label_default_12m_matured", "label_fraud_90d_matured")
+
+STEPS = (("f_labels", LABELS_SQL),)
