@@ -18,7 +18,20 @@ DAY = np.timedelta64(1, "D").astype("timedelta64[ns]")
 
 
 def _ids(prefix: str, n: int, offset: int = 0) -> np.ndarray:
-    return (prefix + pd.Series(np.arange(offset, offset + n)).map("{:08x}".format)).to_numpy(dtype=object)
+    return _tokens(prefix, np.arange(offset, offset + n))
+
+
+def _tokens(prefix: str, codes: np.ndarray) -> np.ndarray:
+    # Strings for integer codes, built once per distinct code (fast for millions of rows).
+    uniq, inv = np.unique(codes, return_inverse=True)
+    names = np.array([f"{prefix}{c:08d}" for c in uniq], dtype=object)
+    return names[inv]
+
+
+def _ranks(counts: np.ndarray, start: int = 0) -> np.ndarray:
+    # For repeat(arange(len(counts)), counts): the position of each row within its group.
+    ends = np.cumsum(counts)
+    return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts) + start
 
 
 def _times(base: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -77,7 +90,7 @@ def make_world(
 
     # payments: one row per paid installment
     li = np.repeat(np.arange(nl), term)
-    seq = np.concatenate([np.arange(1, t + 1) for t in term]) if nl else np.zeros(0, dtype=np.int64)
+    seq = _ranks(term, 1)
     draw_day = pd.DatetimeIndex(draw[li]).normalize()
     due = np.asarray(_add_months(draw_day, seq), dtype="datetime64[ns]")
     r = risk[lu[li]]
@@ -116,7 +129,7 @@ def make_world(
     first_m = np.maximum(((open_date.astype("datetime64[M]") - np.datetime64(t0, "M")).astype(int)), 0)
     n_rep = np.maximum(months - first_m, 0)
     ra = np.repeat(np.arange(na), n_rep)
-    rm = np.concatenate([np.arange(f, months) for f in first_m]) if na else np.zeros(0, dtype=np.int64)
+    rm = _ranks(n_rep) + np.repeat(first_m, n_rep)
     month_end = (np.datetime64(t0, "M") + rm + 1).astype("datetime64[ns]") - DAY
     limit = np.round(rng.choice([3_000.0, 10_000.0, 30_000.0, 80_000.0], na), 2)
     util = rng.beta(2, 3, len(ra))
@@ -125,7 +138,7 @@ def make_world(
     bureau_df = pd.DataFrame({
         "account_id": _ids("a_", na)[ra],
         "user_id": uid[au[ra]],
-        "lender_token": (pd.Series(rng.integers(0, 400, na)).map("lt_{:04d}".format).to_numpy(dtype=object))[ra],
+        "lender_token": _tokens("lt_", rng.integers(0, 400, na))[ra],
         "lender_type": rng.choice(["bank", "consumer_finance", "microloan", "credit_card"], na)[ra].astype(object),
         "open_date": open_date[ra],
         "close_date": close.astype("datetime64[ns]")[ra],
@@ -155,8 +168,8 @@ def make_world(
     eu = np.repeat(np.arange(users), n_ev)
     et = _times(signup[eu], rng.uniform(0, 1, len(eu)) * life_days[eu])
     ring = np.where(rng.uniform(0, 1, users) < 0.03, rng.integers(0, max(users // 150, 1), users), -1)
-    dev_own = (pd.Series(eu * 2 + rng.integers(0, 2, len(eu))).map("d_{:08x}".format)).to_numpy(dtype=object)
-    dev_ring = (pd.Series(ring[eu]).map("dr_{:06x}".format)).to_numpy(dtype=object)
+    dev_own = _tokens("d_", eu * 2 + rng.integers(0, 2, len(eu)))
+    dev_ring = _tokens("dr_", ring[eu])
     use_ring = (ring[eu] >= 0) & (rng.uniform(0, 1, len(eu)) < 0.5)
     etype = rng.choice(list(("login", "device_change", "sim_change", "password_reset", "geo_jump")), len(eu), p=[0.86, 0.04, 0.03, 0.04, 0.03])
     ev_df = pd.DataFrame({
@@ -164,7 +177,7 @@ def make_world(
         "user_id": uid[eu],
         "event_type": etype.astype(object),
         "device_token": np.where(use_ring, dev_ring, dev_own),
-        "ip_prefix_token": (pd.Series(rng.integers(0, max(users // 40, 2), len(eu))).map("ip_{:06x}".format)).to_numpy(dtype=object),
+        "ip_prefix_token": _tokens("ip_", rng.integers(0, max(users // 40, 2), len(eu))),
         "event_time": et,
         "available_time": et + rng.integers(1, 30, len(eu)) * MINUTE,
     })
@@ -172,7 +185,7 @@ def make_world(
     # line history: open at signup, then a review each quarter; 2% closed at a review
     reviews = np.maximum((life_days // 91).astype(int), 0)
     hu = np.repeat(np.arange(users), reviews)
-    hk = np.concatenate([np.arange(1, k + 1) for k in reviews]) if users else np.zeros(0, dtype=np.int64)
+    hk = _ranks(reviews, 1)
     ht = signup[hu] + (hk * 91) * DAY
     action = rng.choice(["keep", "raise", "lower", "freeze", "close"], len(hu), p=[0.7, 0.15, 0.08, 0.05, 0.02])
     factor = np.select([action == "raise", action == "lower", action == "freeze", action == "close"], [1.2, 0.8, 0.0, 0.0], 1.0)

@@ -62,7 +62,11 @@ def _connect(tables: Mapping[str, pd.DataFrame], threads: int | None) -> duckdb.
         lacking = [c for c in RAW_COLUMNS[t] if c not in df.columns]
         if lacking:
             raise ValueError(f"{t}: missing column(s) {', '.join(lacking)}; load it with features.contracts.load_raw")
-        con.register(f"raw_{t}", df[RAW_COLUMNS[t]])
+        # Copy into DuckDB once: scanning pandas object (string) columns again in every query
+        # would convert each Python string per scan.
+        con.register("_incoming", df[RAW_COLUMNS[t]])
+        con.execute(f"CREATE TEMP TABLE raw_{t} AS SELECT * FROM _incoming")
+        con.unregister("_incoming")
     for m in MACROS:
         con.execute(m)
     con.register("seqs", pd.DataFrame({"seq": np.arange(1, repayment.MAX_TERM + 1, dtype=np.int64)}))
@@ -144,7 +148,9 @@ def _final_sql(as_of: pd.Timestamp) -> str:
 def _finish(df: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     out = {"user_id": df["user_id"].astype(object).to_numpy(), "as_of": np.full(len(df), as_of.to_datetime64()).astype("datetime64[ns]")}
     for c in FEATURE_COLUMNS:
-        out[c] = df[c].to_numpy(dtype="float64", na_value=np.nan)
+        # Rounded to 9 decimals: sums of doubles in a parallel engine may differ in the last bit
+        # with row order; rounding keeps equal inputs at equal bytes.
+        out[c] = np.round(df[c].to_numpy(dtype="float64", na_value=np.nan), 9)
     for c in LABEL_COLUMNS:
         if c in labels.BOOL_COLUMNS:
             out[c] = df[c].astype(bool).to_numpy()
@@ -185,6 +191,7 @@ def build_feature_table(
         "extracted_at": str(extracted_at) if extracted_at is not None else None,
         "input_digests": {t: file_digest(raw_dir / t) for t in TABLES},
         "quarantined_rows": {t: r.rows_quarantined for t, r in loaded.reports.items()},
+        "quarantine_summary": loaded.summary(),
         "output_digest": file_digest(path),
     }
     write_json(manifest, target / "manifest.json")
