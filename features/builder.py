@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features import behaviour, bureau, context, freshness, labels, repayment
 from features.contracts import COLUMNS as RAW_COLUMNS
@@ -62,11 +63,9 @@ def _connect(tables: Mapping[str, pd.DataFrame], threads: int | None) -> duckdb.
         lacking = [c for c in RAW_COLUMNS[t] if c not in df.columns]
         if lacking:
             raise ValueError(f"{t}: missing column(s) {', '.join(lacking)}; load it with features.contracts.load_raw")
-        # Copy into DuckDB once: scanning pandas object (string) columns again in every query
-        # would convert each Python string per scan.
-        con.register("_incoming", df[RAW_COLUMNS[t]])
-        con.execute(f"CREATE TEMP TABLE raw_{t} AS SELECT * FROM _incoming")
-        con.unregister("_incoming")
+        # Handed over as Arrow: DuckDB scans Arrow strings without touching Python objects
+        # (scanning pandas object columns converts every string, in every query).
+        con.register(f"raw_{t}", pa.Table.from_pandas(df[RAW_COLUMNS[t]], preserve_index=False))
     for m in MACROS:
         con.execute(m)
     con.register("seqs", pd.DataFrame({"seq": np.arange(1, repayment.MAX_TERM + 1, dtype=np.int64)}))

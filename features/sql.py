@@ -12,6 +12,8 @@ Point in time: every definition reads the `v_<table>` views, which hold only row
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 # DuckDB macros for the three dialect helpers (see the module docstring for Spark).
@@ -47,9 +49,25 @@ def ts_literal(ts: pd.Timestamp) -> str:
     return f"TIMESTAMP '{pd.Timestamp(ts).strftime('%Y-%m-%d %H:%M:%S')}'"
 
 
+_CONST_MONTHS = re.compile(r"add_months\((TIMESTAMP '[^']+')(?:\s*\+\s*INTERVAL '(\d+)' DAY)?, (-?\d+)\)")
+
+
 def render(sql: str, as_of: pd.Timestamp, **extra: str) -> str:
-    """Fill `{T}` (the as-of literal) and any extra placeholders into a definition."""
-    return sql.format(T=ts_literal(as_of), **extra)
+    """Fill `{T}` (the as-of literal) and any extra placeholders into a definition.
+
+    `add_months` of a literal is folded into a literal here, so window bounds are constants
+    (engines then compare against a constant instead of calling a function per row).
+
+    >>> render("x >= add_months({T}, -3)", pd.Timestamp("2025-05-31 12:00"))
+    "x >= TIMESTAMP '2025-02-28 00:00:00'"
+    """
+    text = sql.format(T=ts_literal(as_of), **extra)
+    return _CONST_MONTHS.sub(_fold_months, text)
+
+
+def _fold_months(m: re.Match) -> str:
+    ts = pd.Timestamp(m.group(1).split("'")[1]) + pd.Timedelta(days=int(m.group(2) or 0))
+    return ts_literal(ts.normalize() + pd.DateOffset(months=int(m.group(3))))
 
 
 def view_statements(as_of: pd.Timestamp) -> list[str]:
