@@ -32,7 +32,7 @@ HAND_QUERY = """
 SELECT l.user_id,
 {aggs}
 FROM raw_loans l
-JOIN seqs k ON k.seq <= l.term_months
+JOIN term_seqs k ON k.term_months = l.term_months
 LEFT JOIN raw_installments p
   ON p.loan_id = l.loan_id AND p.seq = k.seq AND p.available_time <= {T} AND p.event_time < {T}
 CROSS JOIN LATERAL (SELECT CAST(CAST(l.event_time AS DATE) + to_months(k.seq) AS TIMESTAMP) AS due) d

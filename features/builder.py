@@ -68,7 +68,9 @@ def _connect(tables: Mapping[str, pd.DataFrame], threads: int | None) -> duckdb.
         con.register(f"raw_{t}", pa.Table.from_pandas(df[RAW_COLUMNS[t]], preserve_index=False))
     for m in MACROS:
         con.execute(m)
-    con.register("seqs", pd.DataFrame({"seq": np.arange(1, repayment.MAX_TERM + 1, dtype=np.int64)}))
+    # (term, seq) pairs: the schedule is an equi-join on term_months (no range join)
+    terms = [(t, k) for t in range(1, repayment.MAX_TERM + 1) for k in range(1, t + 1)]
+    con.register("term_seqs", pd.DataFrame(terms, columns=["term_months", "seq"], dtype=np.int64))
     con.register("lookbacks", pd.DataFrame({"lookback": np.array([0, *repayment.UTIL_LOOKBACK], dtype=np.int64)}))
     return con
 

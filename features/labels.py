@@ -25,7 +25,7 @@ WITH all_sched AS (
     SELECT l.user_id, l.loan_id, k.seq, l.event_time AS draw_time,
            add_months(l.event_time, k.seq) AS due_time, p.event_time AS paid_time
     FROM all_loans l
-    JOIN seqs k ON k.seq <= l.term_months
+    JOIN term_seqs k ON k.term_months = l.term_months
     LEFT JOIN all_payments p ON p.loan_id = l.loan_id AND p.seq = k.seq
 ),
 hits AS (

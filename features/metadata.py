@@ -91,7 +91,7 @@ def _features() -> dict[str, FeatureMeta]:
     add("inst_overdue_cnt_now", "repayment", "installments past their due date and unpaid at the as-of date", "count", 1, True, "repay_late")
     add("inst_overdue_cny_now", "repayment", "amount of installments past due and unpaid at the as-of date", "CNY", 1, True, "repay_late")
     add("inst_dpd_now", "repayment", "days past due of the oldest unpaid installment now (0 when none)", "days", 1, True, "repay_late")
-    add("inst_ontime_streak_cnt", "repayment", "consecutive most recent due installments paid on time", "count", -1, True, "repay_pattern")
+    add("inst_ontime_streak_cnt", "repayment", "installments due since the most recent late one (all paid on time)", "count", -1, True, "repay_pattern")
     add("acct_months_on_book", "repayment", "months since signup", "months", -1, False, "account_profile")
     add("util_ratio_now", "repayment", "unpaid scheduled amount / current line", "ratio", 1, True, "utilisation_high")
     add("util_ratio_change_3m", "repayment", "utilisation now minus utilisation 3 months ago", "ratio", 1, True, "utilisation_high")

@@ -35,7 +35,7 @@ FROM (
            p.event_time AS paid_time,
            COALESCE(p.amount_paid_cny, 0.0) AS amount_paid
     FROM v_loans l
-    JOIN seqs k ON k.seq <= l.term_months
+    JOIN term_seqs k ON k.term_months = l.term_months
     LEFT JOIN v_payments p ON p.loan_id = l.loan_id AND p.seq = k.seq
 ) s
 """
@@ -118,12 +118,17 @@ CREATE OR REPLACE TEMP TABLE f_repayment AS
 WITH inst AS ("""
     + _INST_SELECT
     + """),
+last_late AS (
+    SELECT user_id, MAX(CASE WHEN dpd > 0 THEN due_time END) AS due_time
+    FROM sched WHERE due_time < {T} GROUP BY user_id
+),
+-- installments due after the most recent late one (a group-by and a join: no per-user sort)
 streak AS (
-    SELECT user_id, COALESCE(MIN(CASE WHEN dpd > 0 THEN rn END) - 1, COUNT(*)) AS inst_ontime_streak_cnt
-    FROM (SELECT user_id, dpd,
-                 ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY due_time DESC, loan_id DESC, seq DESC) AS rn
-          FROM sched WHERE due_time < {T}) t
-    GROUP BY user_id
+    SELECT s.user_id,
+           SUM(CASE WHEN ll.due_time IS NULL OR s.due_time > ll.due_time THEN 1 ELSE 0 END) AS inst_ontime_streak_cnt
+    FROM sched s JOIN last_late ll ON ll.user_id = s.user_id
+    WHERE s.due_time < {T}
+    GROUP BY s.user_id
 ),
 loans_agg AS (
     SELECT user_id,
