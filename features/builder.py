@@ -105,7 +105,10 @@ def build_features(
             f"as-of {as_of.date()} is not after the data starts ({start}); "
             "choose an as-of date after the first event in the raw tables"
         )
+    t0 = time.perf_counter()
     con = _connect(tables, threads)
+    if timings is not None:
+        timings["load"] = time.perf_counter() - t0
     try:
         x = pd.Timestamp(extracted_at) if extracted_at is not None else _extracted_at(tables)
         for stmt in view_statements(as_of):
