@@ -115,6 +115,8 @@ def build_features(
             con.execute(stmt)
         steps = [(name, sql) for fam in FAMILIES for name, sql in fam.STEPS]
         steps.insert(3, ("active", ACTIVE_SQL))  # after line_at
+        if not any(labels.matured(as_of, x)):
+            steps[-1] = ("f_labels", labels.UNMATURED_SQL)
         for name, sql in steps:
             t0 = time.perf_counter()
             con.execute(render(sql, as_of, X=ts_literal(x)))

@@ -13,11 +13,38 @@ Unmatured rows are NaN with `*_matured` False: never labelled good.
 
 from __future__ import annotations
 
+import pandas as pd
+
 DEFAULT_DPD = 90
 DEFAULT_MONTHS = 12
 FRAUD_DAYS = 90
 FRAUD_DPD = 60
 MARGIN_DAYS = 14
+MAX_TERM = 12
+
+
+def matured(as_of: pd.Timestamp, extracted_at: pd.Timestamp) -> tuple[bool, bool]:
+    """(default window matured, fraud window matured) for labels at `as_of`.
+
+    >>> matured(pd.Timestamp("2024-06-30"), pd.Timestamp("2025-07-14"))
+    (True, True)
+    >>> matured(pd.Timestamp("2024-06-30"), pd.Timestamp("2025-07-13"))
+    (False, True)
+    """
+    t = pd.Timestamp(as_of)
+    default = t.normalize() + pd.DateOffset(months=DEFAULT_MONTHS) + pd.Timedelta(days=MARGIN_DAYS) <= extracted_at
+    last_due = (t + pd.Timedelta(days=FRAUD_DAYS)).normalize() + pd.DateOffset(months=1)
+    fraud = last_due + pd.Timedelta(days=FRAUD_DPD + MARGIN_DAYS) <= extracted_at
+    return bool(default), bool(fraud)
+
+
+# When neither window has matured, every label is NaN: no need to read the future at all.
+UNMATURED_SQL = """
+CREATE OR REPLACE TEMP TABLE f_labels AS
+SELECT u.user_id, CAST(NULL AS DOUBLE) AS label_default_12m, FALSE AS label_default_12m_matured,
+       CAST(NULL AS DOUBLE) AS label_fraud_90d, FALSE AS label_fraud_90d_matured
+FROM v_users u
+"""
 
 LABELS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE f_labels AS
@@ -27,6 +54,9 @@ WITH all_sched AS (
     FROM all_loans l
     JOIN term_seqs k ON k.term_months = l.term_months
     LEFT JOIN all_payments p ON p.loan_id = l.loan_id AND p.seq = k.seq
+    -- only loans that can matter: an installment reaching 90 DPD after T is due after T - 90
+    -- days, and no installment is due more than 12 months after its draw
+    WHERE l.event_time >= add_months({{T}} - INTERVAL '{DEFAULT_DPD}' DAY, -{MAX_TERM})
 ),
 hits AS (
     SELECT user_id,

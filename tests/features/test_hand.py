@@ -211,6 +211,10 @@ def test_labels_matured_and_not():
     # fraud window: draws in (T, 2025-09-29]; last first-due 2025-10-29 + 60 + 14 days = 2026-01-11
     assert late["label_fraud_90d_matured"].all()
     assert late.loc["u_g", "label_fraud_90d"] == 1.0 and late.loc["u_a", "label_fraud_90d"] == 0.0
+    # only the fraud window has matured by 2026-02-01
+    mid = build_features(tabs, T, extracted_at=pd.Timestamp("2026-02-01")).set_index("user_id")
+    assert mid["label_fraud_90d_matured"].all() and mid.loc["u_g", "label_fraud_90d"] == 1.0
+    assert not mid["label_default_12m_matured"].any() and mid["label_default_12m"].isna().all()
     early = build_features(tabs, T, extracted_at=pd.Timestamp("2026-01-05")).set_index("user_id")
     assert not early["label_default_12m_matured"].any() and early["label_default_12m"].isna().all()
     assert not early["label_fraud_90d_matured"].any() and early["label_fraud_90d"].isna().all()
