@@ -183,7 +183,7 @@ def build_feature_table(
     as_of = pd.Timestamp(as_of)
     raw_dir = Path(raw_dir)
     loaded = load_raw(raw_dir, quarantine_dir)
-    log.info("raw tables loaded:\n%s", loaded.summary())
+    log.debug("raw tables loaded:\n%s", loaded.summary())
     extracted_at = _manifest_extracted_at(raw_dir)
     df = build_features(loaded.tables, as_of, extracted_at=extracted_at, threads=threads)
     target = feature_dir(out_dir, as_of)
