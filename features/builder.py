@@ -122,12 +122,11 @@ def build_features(
             con.execute(render(sql, as_of, X=ts_literal(x)))
             if timings is not None:
                 timings[name] = time.perf_counter() - t0
-        n_active = con.execute("SELECT COUNT(*) FROM active").fetchone()[0]
-        if n_active == 0:
-            raise ValueError(
-                f"no user is active at as-of {as_of.date()} (none signed up and visible before it with "
-                "an open line); choose a later as-of date or check the users table"
-            )
+            if name == "active" and con.execute("SELECT COUNT(*) FROM active").fetchone()[0] == 0:
+                raise ValueError(
+                    f"no user is active at as-of {as_of.date()} (none signed up and visible before it "
+                    "with an open line); choose a later as-of date or check the users table"
+                )
         t0 = time.perf_counter()
         df = con.execute(_final_sql(as_of)).df()
         if timings is not None:
