@@ -538,9 +538,10 @@ def score_batch(
             "policy_digest": policy.digest,
             "feature_snapshot": where,
             "feature_digest": digest,
-            "previous_decisions": str(prev_path) if prev_path else None,
+            # paths relative to out_dir, so moving the folder keeps the manifest's bytes
+            "previous_decisions": prev_path.relative_to(out_dir).as_posix() if prev_path else None,
             "chunk_rows": chunk_rows,
-            "decision_log": str(log_path),
+            "decision_log": log_path.relative_to(out_dir).as_posix(),
         },
         day_dir / "manifest.json",
     )
