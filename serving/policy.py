@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 ACTIONS = ("keep", "raise", "lower", "freeze", "close", "defer")
+KEEP, RAISE, LOWER, FREEZE, CLOSE, DEFER = range(len(ACTIONS))
 BAND_ACTIONS = ("raise", "keep", "lower", "close")
 DEFAULT_POLICY_FILE = Path(__file__).parent / "policy" / "line_policy.toml"
 DEFER_REASON_EN = "data not current"
@@ -326,14 +327,28 @@ def stale_mask(scored: pd.DataFrame, max_age_days: dict[str, float]) -> np.ndarr
     return stale
 
 
-def _join_rules(n: int, fired: list[tuple[str, np.ndarray]]) -> np.ndarray:
-    """';'-joined ids of the rules that fired, per row, in rule order."""
-    out = np.full(n, "", dtype=object)
-    for rule_id, mask in fired:
-        if mask.any():
-            sep = np.where(out[mask] == "", "", ";")
-            out[mask] = out[mask] + sep + rule_id
-    return out
+def _categorical(codes: np.ndarray, labels: list[str], index: pd.Index) -> pd.Series:
+    return pd.Series(pd.Categorical.from_codes(codes, categories=labels), index=index)
+
+
+def _join_rules(fired: list[tuple[str, np.ndarray]], index: pd.Index) -> pd.Series:
+    """';'-joined ids of the rules that fired, per row, in rule order (a categorical).
+
+    Rows are grouped by their bit pattern of fired rules, so the strings are built once per
+    distinct pattern, not once per user.
+    """
+    bits = np.zeros(len(index), dtype=np.uint64)
+    ids = [rule_id for rule_id, _ in fired]
+    for i, (_, mask) in enumerate(fired):
+        bits |= mask.astype(np.uint64) << np.uint64(i)
+    patterns, inverse = np.unique(bits, return_inverse=True)
+    labels = [";".join(ids[i] for i in range(len(ids)) if int(p) >> i & 1) for p in patterns]
+    # two rules with the same id (impossible in a loaded policy) would give equal labels
+    return (
+        _categorical(inverse.astype(np.int32), labels, index)
+        if len(set(labels)) == len(labels)
+        else pd.Series(np.array(labels, dtype=object)[inverse], index=index, dtype="str")
+    )
 
 
 def decide_lines(
@@ -349,6 +364,8 @@ def decide_lines(
     (`required_columns`). NaN in a ctx_ column means the rule cannot fire for that user (no
     bureau record, no DTI estimate, no KYC date). `max_age_days` overrides the policy's
     per-source staleness limits. The input frame is not changed; the result keeps its index.
+    Text columns (action, rules_fired, ...) are categoricals: a million users share a few
+    dozen distinct values.
     """
     as_of = pd.Timestamp(as_of)
     limits = policy.max_age_days if max_age_days is None else dict(max_age_days)
@@ -366,8 +383,7 @@ def decide_lines(
     # 1. PD band, with the risk appetite's shifted cut-offs.
     edges = band_cutoffs_logodds(policy, as_of)
     band_idx = np.searchsorted(edges, margin, side="left")
-    band_ids = np.array([b.id for b in policy.bands], dtype=object)
-    band_act = np.array([b.action for b in policy.bands], dtype=object)[band_idx]
+    band_act = np.array([ACTIONS.index(b.action) for b in policy.bands], dtype=np.int8)[band_idx]
     mult = np.array([b.multiplier for b in policy.bands])[band_idx]
     for i, b in enumerate(policy.bands):
         fired.append((b.id, band_idx == i))
@@ -382,7 +398,7 @@ def decide_lines(
         moved = band_idx != base_idx
         blocked = np.zeros(n, dtype=bool)
         if not bool(app.params.get("allow_raise", True)):
-            blocked = band_act == "raise"
+            blocked = band_act == RAISE
             target = np.where(blocked, prev, target)
         fired.append((app.id, moved | blocked))
     over_max = (target > policy.max_line_cny) & (target > prev)
@@ -414,11 +430,9 @@ def decide_lines(
     too_small = (target > 0) & (target < policy.min_line_cny) & (target < prev)
     target = np.where(too_small, 0.0, target)
     fired.append((LINE_MIN_ID, too_small))
-    action = np.where(target < prev, "lower", np.where(target > prev, "raise", "keep")).astype(
-        object
-    )
-    action = np.where(((band_act == "close") | too_small) & (target == 0), "close", action).astype(
-        object
+    action = np.where(target < prev, LOWER, np.where(target > prev, RAISE, KEEP)).astype(np.int8)
+    action = np.where(((band_act == CLOSE) | too_small) & (target == 0), CLOSE, action).astype(
+        np.int8
     )
 
     # 5. Freezes: expired KYC (regulation) and the fraud model; the line amount is kept, drawing stops.
@@ -432,33 +446,35 @@ def decide_lines(
     fraud_hit = fraud_p >= policy.fraud_freeze_p
     fired.append((policy.fraud_rule_id, fraud_hit))
     freeze |= fraud_hit
-    action = np.where(freeze, "freeze", action).astype(object)
+    action = np.where(freeze, FREEZE, action).astype(np.int8)
     new_line = np.where(freeze, prev, target)
 
     # 6. Freshness guard: never an adverse decision on data that is not current.
     stale = stale_mask(scored, limits)
-    defer = stale & np.isin(action.astype(str), list(policy.adverse_actions))
-    action = np.where(defer, "defer", action).astype(object)
+    defer = stale & np.isin(action, [ACTIONS.index(a) for a in policy.adverse_actions])
+    action = np.where(defer, DEFER, action).astype(np.int8)
     new_line = np.where(defer, prev, new_line)
     fired.append((policy.freshness_rule_id, defer))
 
     adverse_cut = adverse_cutoff_logodds(policy, as_of)
+    idx = scored.index
+    zeros = np.zeros(n, dtype=np.int8)
     return pd.DataFrame(
         {
-            "user_id": scored["user_id"].to_numpy(),
+            "user_id": scored["user_id"],
             "prev_line_cny": prev,
             "new_line_cny": new_line.astype(np.float64),
-            "action": action.astype(str),
+            "action": _categorical(action, list(ACTIONS), idx),
             "pd": pd_,
             "fraud_p": fraud_p,
             "credit_margin": margin,
-            "rules_fired": _join_rules(n, fired).astype(str),
-            "defer_reason": np.where(defer, DEFER_REASON_EN, ""),
-            "defer_reason_zh": np.where(defer, DEFER_REASON_ZH, ""),
-            "policy_version": policy.version,
-            "pd_band": band_ids[band_idx].astype(str),
+            "rules_fired": _join_rules(fired, idx),
+            "defer_reason": _categorical(defer.astype(np.int8), ["", DEFER_REASON_EN], idx),
+            "defer_reason_zh": _categorical(defer.astype(np.int8), ["", DEFER_REASON_ZH], idx),
+            "policy_version": _categorical(zeros, [policy.version], idx),
+            "pd_band": _categorical(band_idx.astype(np.int16), [b.id for b in policy.bands], idx),
             "decision_margin": margin - adverse_cut,
             "fraud_margin": _logit(fraud_p) - float(_logit(policy.fraud_freeze_p)),
         },
-        index=scored.index,
+        index=idx,
     )
