@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -360,33 +361,44 @@ def _chunk_table(path: Path) -> pa.Table:
     )
 
 
-def _append_log(log_path: Path, run_id: str, chunk_paths: list[Path]) -> int:
-    """Add this run's records to the as-of's log unless they are there already; returns records added."""
+def _write_outputs(
+    chunk_paths: list[Path], decisions_path: Path, log_path: Path, run_id: str
+) -> tuple[dict[str, int], int]:
+    """Stream the chunks into decisions.parquet and, unless this run is logged already, the log.
+
+    One pass over the chunks; both files are renamed into place only when complete. Returns
+    the counts by action and the number of log records added.
+    """
+    log_it = True
     if log_path.exists():
         logged = pq.read_table(log_path, columns=["run_id"]).column("run_id")
-        if pc.any(pc.equal(logged, run_id)).as_py():
-            return 0
-        old = pq.ParquetFile(log_path)
-        if not old.schema_arrow.equals(LOG_SCHEMA):
+        log_it = not pc.any(pc.equal(logged, run_id)).as_py()
+        if log_it and not pq.read_schema(log_path).equals(LOG_SCHEMA):
             raise ValueError(
                 f"decision log {log_path} has another layout than this version writes; "
                 "move it aside (it is an audit record: never delete it) and re-run"
             )
+    counts = dict.fromkeys(ACTIONS, 0)
     added = 0
-    with _AtomicParquetStream(log_path, LOG_SCHEMA) as out:
-        if log_path.exists():
-            old = pq.ParquetFile(log_path)
-            for rg in range(old.num_row_groups):
-                out.write(old.read_row_group(rg))
+    with ExitStack() as stack:
+        out = stack.enter_context(_AtomicParquetStream(decisions_path, DECISION_SCHEMA))
+        log_out = None
+        if log_it:
+            log_out = stack.enter_context(_AtomicParquetStream(log_path, LOG_SCHEMA))
+            if log_path.exists():  # earlier runs' records first: the log only grows
+                old = pq.ParquetFile(log_path)
+                for rg in range(old.num_row_groups):
+                    log_out.write(old.read_row_group(rg))
         for p in chunk_paths:
             t = _chunk_table(p)
-            out.write(
-                t.add_column(0, "run_id", pa.array([run_id] * t.num_rows, pa.string())).cast(
-                    LOG_SCHEMA
-                )
-            )
-            added += t.num_rows
-    return added
+            for d in pc.value_counts(t.column("action")).to_pylist():
+                counts[d["values"]] += int(d["counts"])
+            out.write(t)
+            if log_out is not None:
+                ids = pa.array(np.full(t.num_rows, run_id, dtype=object), pa.string())
+                log_out.write(t.add_column(0, "run_id", ids).cast(LOG_SCHEMA))
+                added += t.num_rows
+    return counts, added
 
 
 def score_batch(
@@ -515,16 +527,9 @@ def score_batch(
             i += 1
 
     t0 = time.perf_counter()
-    counts = dict.fromkeys(ACTIONS, 0)
     decisions_path = day_dir / "decisions.parquet"
-    with _AtomicParquetStream(decisions_path, DECISION_SCHEMA) as out:
-        for p in chunk_paths:
-            t = _chunk_table(p)
-            for d in pc.value_counts(t.column("action")).to_pylist():
-                counts[d["values"]] += int(d["counts"])
-            out.write(t)
     log_path = out_dir / "log" / f"as_of={as_of_ts.date()}.parquet"
-    added = _append_log(log_path, run_id, chunk_paths)
+    counts, added = _write_outputs(chunk_paths, decisions_path, log_path, run_id)
     credit_v, fraud_v = int(models["credit"].version), int(models["fraud"].version)
     manifest_path = write_json(
         {
