@@ -6,23 +6,24 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import AS_OF, make_features
 from typer.testing import CliRunner
 
 from features.tables import write_parquet
 from serving.models import ChampionMissingError, load_champions
+from tests.serving.scoring_helpers import AS_OF, make_features, trained_boosters
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, boosters):
+def registry(tmp_path_factory):
     """A registry with credit-pd as champion and fraud registered but never promoted."""
     import mlflow
     import mlflow.lightgbm
     from mlflow import MlflowClient
 
+    boosters = trained_boosters()
     root = tmp_path_factory.mktemp("mlruns")
     uri = f"sqlite:///{root.as_posix()}/mlflow.db"
     mlflow.set_tracking_uri(uri)

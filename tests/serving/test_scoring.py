@@ -13,12 +13,18 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import AS_OF, CREDIT_FEATURES, make_features
 
 from features.tables import write_parquet
 from serving.models import ScoringModel
 from serving.policy import load_policy
 from serving.scoring import DECISION_COLUMNS, SLOW_CHUNK_ENV, FeatureTableError, score_batch
+from tests.serving.scoring_helpers import (
+    AS_OF,
+    CREDIT_FEATURES,
+    make_features,
+    scoring_models,
+    trained_boosters,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 INTERFACE_COLUMNS = [
@@ -38,6 +44,16 @@ INTERFACE_COLUMNS = [
     "feature_snapshot",
     "feature_digest",
 ]
+
+
+@pytest.fixture(scope="module")
+def boosters():
+    return trained_boosters()
+
+
+@pytest.fixture(scope="module")
+def models(boosters):
+    return scoring_models(boosters)
 
 
 def write_table(df: pd.DataFrame, root: Path, as_of: pd.Timestamp = AS_OF) -> Path:

@@ -1,10 +1,11 @@
-"""Shared fixtures for scoring tests: a small real feature table and small real LightGBM models."""
+"""Scoring test helpers: a small real feature table and small real LightGBM models (trained once)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
-import pytest
 
 from serving.models import ScoringModel
 
@@ -72,13 +73,13 @@ def _train(features: list[str], seed: int, trees: int):
     return lgb.train(params, lgb.Dataset(X, y), num_boost_round=trees)
 
 
-@pytest.fixture(scope="session")
-def boosters():
+@lru_cache(maxsize=1)
+def trained_boosters() -> dict:
+    """Credit (25 trees) and fraud (15 trees) boosters, trained once per test session."""
     return {"credit": _train(CREDIT_FEATURES, 1, 25), "fraud": _train(FRAUD_FEATURES, 2, 15)}
 
 
-@pytest.fixture(scope="session")
-def models(boosters):
+def scoring_models(boosters: dict) -> dict[str, ScoringModel]:
     return {
         "credit": ScoringModel(
             "credit-pd", 3, CREDIT_FEATURES, boosters["credit"], calib_a=0.9, calib_b=-0.1
