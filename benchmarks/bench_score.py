@@ -104,7 +104,10 @@ def _write_table(path: Path, n: int, seed: int, as_of: str, part_rows: int = 100
                 "ctx_kyc_expiry_days": pa.array(rng.integers(-30, 700, m).astype(float)),
                 "ctx_active_lenders_cnt": pa.array(rng.poisson(2.0, m).astype(float)),
                 "ctx_dti_ratio": pa.array(rng.uniform(0, 0.9, m)),
-                "fresh_bureau_age_days": pa.array(rng.uniform(1, 50, m)),
+                "fresh_bureau_accounts_age_days": pa.array(
+                    np.full(m, 12.0)
+                ),  # book-level watermarks
+                "fresh_installments_age_days": pa.array(np.full(m, 0.2)),
                 "fresh_sync_lag_flag": pa.array((rng.uniform(size=m) < 0.02).astype(float)),
                 "fresh_stale": pa.array((rng.uniform(size=m) < 0.02).astype(float)),
             }

@@ -50,7 +50,9 @@ REGULATION_IDS = {
     "dti_cap": "REG-DTI",
     "kyc_expired": "REG-KYC",
 }
-APPETITE_PARAMS = frozenset({"pd_cutoff_shift", "allow_raise"})
+APPETITE_PARAMS = frozenset({"pd_cutoff_shift", "allow_raise", "line_multiplier"})
+# Calendar spellings (features/scenarios.py) -> the policy's parameter names.
+CALENDAR_ALIASES = {"dti_cap": "max_dti_ratio"}
 # Calendar entries may carry a human note; it is kept out of the rule parameters.
 CALENDAR_NOTE_KEYS = frozenset({"description", "note", "reason"})
 FRESH_FLAG_COLUMNS = ("fresh_stale", "fresh_sync_lag_flag")
@@ -121,7 +123,12 @@ def _regulations_from_params(
     params: dict[str, Any], start: pd.Timestamp, where: str
 ) -> list[DatedRule]:
     """Split one calendar `regulation` entry into one dated rule per kind its params name."""
-    params = {k: v for k, v in params.items() if k not in CALENDAR_NOTE_KEYS}
+    params = {
+        CALENDAR_ALIASES.get(k, k): v for k, v in params.items() if k not in CALENDAR_NOTE_KEYS
+    }
+    # a switch in the calendar: freeze from the expiry day on
+    if "kyc_expiry_freeze" in params and params.pop("kyc_expiry_freeze"):
+        params.setdefault("grace_days", 0)
     known = set().union(*(keys for keys, _ in REGULATION_KINDS.values()))
     unknown = sorted(set(params) - known)
     if unknown:
@@ -385,12 +392,14 @@ def decide_lines(
     band_idx = np.searchsorted(edges, margin, side="left")
     band_act = np.array([ACTIONS.index(b.action) for b in policy.bands], dtype=np.int8)[band_idx]
     mult = np.array([b.multiplier for b in policy.bands])[band_idx]
+    app = active_appetite(policy, as_of)
+    line_mult = float(app.params.get("line_multiplier", 1.0)) if app else 1.0
+    mult = mult * line_mult  # the line matrix scaled by the risk appetite
     for i, b in enumerate(policy.bands):
         fired.append((b.id, band_idx == i))
     target = prev * mult
 
-    # 2. Risk appetite: fires where it moved the band or blocked a raise.
-    app = active_appetite(policy, as_of)
+    # 2. Risk appetite: fires where it moved the band, scaled the line or blocked a raise.
     if app is not None:
         base_idx = np.searchsorted(
             np.append(_logit([b.pd_max for b in policy.bands[:-1]]), np.inf), margin, side="left"
@@ -400,7 +409,8 @@ def decide_lines(
         if not bool(app.params.get("allow_raise", True)):
             blocked = band_act == RAISE
             target = np.where(blocked, prev, target)
-        fired.append((app.id, moved | blocked))
+        scaled = (line_mult != 1.0) & (mult > 0) & (prev > 0)
+        fired.append((app.id, moved | blocked | scaled))
     over_max = (target > policy.max_line_cny) & (target > prev)
     target = np.where(over_max, np.maximum(policy.max_line_cny, prev), target)
     fired.append((LINE_MAX_ID, over_max))

@@ -45,7 +45,7 @@ def make_features(
         ctx_kyc_expiry_days=rng.integers(-30, 700, n).astype(float),
         ctx_active_lenders_cnt=rng.poisson(2.0, n).astype(float),
         ctx_dti_ratio=rng.uniform(0, 0.9, n),
-        fresh_bureau_age_days=rng.uniform(1, 50, n),
+        fresh_bureau_accounts_age_days=rng.uniform(1, 50, n),
         fresh_installments_age_days=rng.uniform(0, 3, n),
         fresh_sync_lag_flag=(rng.uniform(size=n) < 0.05).astype(float),
         fresh_stale=(rng.uniform(size=n) < 0.05).astype(float),

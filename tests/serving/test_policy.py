@@ -34,7 +34,8 @@ def rows(*specs: dict) -> pd.DataFrame:
         "ctx_active_lenders_cnt": 1.0,
         "fresh_stale": 0.0,
         "fresh_sync_lag_flag": 0.0,
-        "fresh_bureau_age_days": 10.0,
+        "fresh_bureau_accounts_age_days": 10.0,
+        "fresh_installments_age_days": 0.5,
     }
     return pd.DataFrame([{"user_id": f"u{i}", **base, **s} for i, s in enumerate(specs)])
 
@@ -45,7 +46,7 @@ def policy():
 
 
 def test_bands_and_rules_on_hand_rows(policy):
-    # Default policy: PD1 <=2% raise x1.2, PD2 <=6% keep, PD3 <=15% lower x0.7, PD4 <=35% lower x0.4,
+    # Default policy: PD1 <=3% raise x1.2, PD2 <=8% keep, PD3 <=15% lower x0.7, PD4 <=35% lower x0.4,
     # PD5 close; step 100, min 500, max 50000; fraud freeze at 0.5; KYC grace 0; DTI cap 0.6.
     df = rows(
         {"pd": 0.01},  # PD1: 10000*1.2 = 12000 raise
@@ -115,12 +116,12 @@ def test_bands_and_rules_on_hand_rows(policy):
 
 
 def test_decision_margin_is_logodds_minus_adverse_cutoff(policy):
-    df = rows({"pd": 0.05}, {"pd": 0.07})
+    df = rows({"pd": 0.05}, {"pd": 0.09})
     out = decide_lines(df, policy, AS_OF)
-    cut = math.log(0.06 / 0.94)  # the last non-adverse band (PD2) ends at 6%
+    cut = math.log(0.08 / 0.92)  # the last non-adverse band (PD2) ends at 8%
     assert adverse_cutoff_logodds(policy, AS_OF) == pytest.approx(cut)
     assert out["decision_margin"].tolist() == pytest.approx(
-        [math.log(0.05 / 0.95) - cut, math.log(0.07 / 0.93) - cut]
+        [math.log(0.05 / 0.95) - cut, math.log(0.09 / 0.91) - cut]
     )
     assert out["decision_margin"].iloc[0] < 0 < out["decision_margin"].iloc[1]
     assert out["fraud_margin"].iloc[0] == pytest.approx(math.log(0.01 / 0.99) - 0.0)
@@ -132,13 +133,13 @@ def test_freshness_guard_defers_adverse_and_leaves_favourable(policy):
         {"pd": 0.50, "fresh_sync_lag_flag": 1.0},  # close -> defer
         {
             "fraud_p": 0.9,
-            "fresh_bureau_age_days": 60.0,
+            "fresh_bureau_accounts_age_days": 60.0,
         },  # freeze on 60-day-old bureau (> 45) -> defer
         {"pd": 0.01, "fresh_stale": 1.0},  # raise stays a raise
         {"pd": 0.04, "fresh_stale": 1.0},  # keep stays keep
         {
             "pd": 0.10,
-            "fresh_bureau_age_days": NAN,
+            "fresh_bureau_accounts_age_days": NAN,
             "fresh_stale": NAN,
         },  # NaN age/flag: not stale -> lower
     )
@@ -149,7 +150,7 @@ def test_freshness_guard_defers_adverse_and_leaves_favourable(policy):
     assert out["defer_reason_zh"].iloc[0] == DEFER_REASON_ZH
     assert out["rules_fired"].iloc[0] == "PD3;FRESH-DEFER"
     # A looser limit from config makes the 60-day bureau age current again: the freeze stands.
-    loose = decide_lines(df.iloc[[2]], policy, AS_OF, max_age_days={"bureau": 90.0})
+    loose = decide_lines(df.iloc[[2]], policy, AS_OF, max_age_days={"bureau_accounts": 90.0})
     assert loose["action"].tolist() == ["freeze"]
 
 
@@ -181,13 +182,13 @@ def test_calendar_regulation_applies_from_its_start_date():
 
 def test_risk_appetite_tightens_cutoffs_from_its_date():
     policy = load_policy(calendar=CALENDAR)
-    df = rows({"pd": 0.05})  # PD2 (<=6%) before; the shift moves the PD2 edge to 4%: PD3
+    df = rows({"pd": 0.07})  # PD2 (<=8%) before; the shift moves the PD2 edge to 6%: PD3
     assert decide_lines(df, policy, "2026-08-31")["action"].tolist() == ["keep"]
     after = decide_lines(df, policy, "2026-09-30")
     assert after["action"].tolist() == ["lower"]
     assert after["new_line_cny"].tolist() == [7000.0]
     assert after["rules_fired"].iloc[0] == "PD3;APPETITE@2026-09-01"
-    assert band_cutoffs_logodds(policy, "2026-09-30")[1] == pytest.approx(math.log(0.04 / 0.96))
+    assert band_cutoffs_logodds(policy, "2026-09-30")[1] == pytest.approx(math.log(0.06 / 0.94))
     # The same user re-evaluated under the policy without the calendar keeps the line: the
     # explanation engine attributes this downgrade to the policy change.
     assert decide_lines(df, load_policy(), "2026-09-30")["action"].tolist() == ["keep"]
@@ -263,3 +264,44 @@ def test_invariants(specs, rnd):
     rnd.shuffle(order)
     shuffled = decide_lines(df.iloc[order], policy, AS_OF).sort_values("user_id")
     pd.testing.assert_frame_equal(shuffled, out.sort_values("user_id"))
+
+
+def test_simulator_calendar_spellings():
+    # The entries features/scenarios.py writes for the `regulation` and `risk_appetite` scenarios.
+    calendar = [
+        {
+            "name": "regulation",
+            "start": "2026-08-01",
+            "params": {
+                "max_active_lenders": 5,
+                "line_cap_cny": 5000.0,
+                "dti_cap": 0.5,
+                "kyc_expiry_freeze": True,
+            },
+        },
+        {
+            "name": "risk_appetite",
+            "start": "2026-09-01",
+            "params": {"pd_cutoff_shift": -0.02, "line_multiplier": 0.9},
+        },
+    ]
+    policy = load_policy(calendar=calendar)
+    df = rows(
+        {"pd": 0.005, "ctx_active_lenders_cnt": 5.0},  # capped at 5000 (from 10800): lower
+        # calendar DTI cap 0.5 replaces the file's 0.6: min(10000*0.9, 10000*0.5/0.55) -> 9000
+        {"ctx_dti_ratio": 0.55},
+        {"pd": 0.05},  # keep band, line matrix x0.9: 9000 lower
+        {"pd": 0.005},  # PD1 (edge 3% - 2% = 1%): raise x1.2 x0.9 = 10800
+    )
+    out = decide_lines(df, policy, "2026-09-30")
+    assert out["new_line_cny"].tolist() == [5000.0, 9000.0, 9000.0, 10800.0]
+    assert out["action"].tolist() == ["lower", "lower", "lower", "raise"]
+    assert out["rules_fired"].tolist() == [
+        "PD1;APPETITE@2026-09-01;REG-MULTI-LENDER@2026-08-01",
+        "PD2;APPETITE@2026-09-01;REG-DTI@2026-08-01",
+        "PD2;APPETITE@2026-09-01",
+        "PD1;APPETITE@2026-09-01",
+    ]
+    # in August only the regulation is active: the DTI user is capped, the keep user kept
+    aug = decide_lines(df, policy, "2026-08-31")
+    assert aug["action"].tolist() == ["lower", "lower", "keep", "raise"]
