@@ -1,15 +1,16 @@
 """Loading the champion credit and fraud models for scoring: one function, `load_champions`.
 
 The registry itself belongs to `training.registry.load_model`; until that lands this module holds
-a minimal fallback that reads a LightGBM model registered in MLflow (booster from the lightgbm
-flavour, Platt calibration from the version's `calib_a`/`calib_b` tags). Switching to the real
-registry is the one line in `_registry_loader`.
+a minimal fallback that reads the same files a registered version carries
+(`artifacts/booster.txt`, `artifacts/model_meta.json`). Switching to the real registry is the
+one line in `_registry_loader`, which already prefers `training.registry` when it is there.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ class ScoringModel:
     booster: Any  # lightgbm.Booster
     calib_a: float = 1.0
     calib_b: float = 0.0
+    encoding: dict = field(default_factory=dict)  # non-empty only for raw tabular inputs
 
     def margin(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated log-odds: calib_a * raw LightGBM margin + calib_b."""
@@ -48,28 +50,33 @@ class ScoringModel:
 
 
 def _fallback_load_model(name: str, ref: str, tracking_uri: str) -> ScoringModel:
+    """Read `artifacts/booster.txt` + `artifacts/model_meta.json` of the version's model folder.
+
+    The layout `training.registry` writes; resolved through a client bound to `tracking_uri`
+    (MLflow's `models:/` resolution would use the global tracking URI).
+    """
+    import json
+
+    import lightgbm as lgb
     import mlflow
-    import mlflow.lightgbm
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     mv = client.get_model_version_by_alias(name, ref)
-    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        booster = mlflow.lightgbm.load_model(f"models:/{name}/{mv.version}")
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
-    tags = mv.tags or {}
+    model_id = getattr(mv, "model_id", None) or mv.source[len("models:/") :].split("/")[0]
+    location = client.get_logged_model(model_id).artifact_location
+    folder = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=location, tracking_uri=tracking_uri)
+    )
+    meta = json.loads((folder / "artifacts" / "model_meta.json").read_text(encoding="utf-8"))
     return ScoringModel(
         name=name,
         version=int(mv.version),
-        features=list(booster.feature_name()),
-        booster=booster,
-        calib_a=float(tags.get("calib_a", 1.0)),
-        calib_b=float(tags.get("calib_b", 0.0)),
+        features=list(meta["features"]),
+        booster=lgb.Booster(model_file=str(folder / "artifacts" / "booster.txt")),
+        calib_a=float(meta["calib_a"]),
+        calib_b=float(meta["calib_b"]),
+        encoding=dict(meta.get("encoding") or {}),
     )
 
 

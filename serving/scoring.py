@@ -131,11 +131,13 @@ def validate_feature_schema(
     model_features: Mapping[str, list[str]],
     context_columns: list[str],
     where: str,
+    encoded_columns: set[str] | None = None,
 ) -> None:
     """Check names and types before any model runs; the error lists every problem at once.
 
-    Model features must be floating point (NaN = missing); ctx_/fresh_ columns numeric or bool;
-    user_id text; as_of a timestamp.
+    Model features must be floating point (NaN = missing), except `encoded_columns` (raw
+    categoricals a model encodes itself); ctx_/fresh_ columns numeric or bool; user_id text;
+    as_of a timestamp.
     """
     types = {f.name: f.type for f in schema}
     missing: list[str] = []
@@ -152,9 +154,11 @@ def validate_feature_schema(
     need("ctx_line_cny", _is_number, "number", "policy")
     for col in context_columns:
         need(col, _is_number, "number", "policy")
+    encoded = set(encoded_columns or ())
     for role, cols in model_features.items():
         for col in cols:
-            need(col, pa.types.is_floating, "float64", f"{role} model")
+            ok = (lambda t: True) if col in encoded else pa.types.is_floating
+            need(col, ok, "float64", f"{role} model")
     problems = []
     if missing:
         problems.append(f"missing column(s): {', '.join(dict.fromkeys(missing))}")
@@ -290,7 +294,9 @@ def _score_chunk(
     for role in ("credit", "fraud"):
         m = models[role]
         key = tuple(m.features)
-        if key not in matrices:
+        if getattr(m, "encoding", None):  # raw categorical inputs: the model encodes them itself
+            matrices[key] = m.matrix(pa.Table.from_batches([batch]).select(list(key)).to_pandas())
+        elif key not in matrices:
             matrices[key] = _matrix(batch, list(key), snapshot)
             timings["matrix_s"] += time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -450,9 +456,10 @@ def score_batch(
         probe_date = _check_keys(files, None)[0]
     context_columns = list(dict.fromkeys(required_columns(policy, probe_date, max_age_days)))
     model_features = {role: list(models[role].features) for role in ("credit", "fraud")}
-    validate_feature_schema(schema, model_features, context_columns, where)
+    encoded = {c for r in ("credit", "fraud") for c in (getattr(models[r], "encoding", None) or {})}
+    validate_feature_schema(schema, model_features, context_columns, where, encoded)
     all_features = list(dict.fromkeys(model_features["credit"] + model_features["fraud"]))
-    _check_infinite_stats(files, all_features)
+    _check_infinite_stats(files, [c for c in all_features if c not in encoded])
     as_of_ts, rows = _check_keys(files, requested)
     prev_lines, prev_path = _previous_lines(out_dir, as_of_ts)
     digest = file_digest(features_path)

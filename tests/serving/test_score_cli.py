@@ -16,11 +16,41 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+def _log_version(mlflow, folder, booster, name: str, calib: tuple[float, float]) -> None:
+    """Log a pyfunc whose model folder holds artifacts/booster.txt + artifacts/model_meta.json.
+
+    The layout `training.registry` writes and reads (INTERFACES.md, Models).
+    """
+    import json
+
+    folder.mkdir(parents=True)
+    booster.save_model(str(folder / "booster.txt"))
+    meta = {
+        "features": booster.feature_name(),
+        "calib_a": calib[0],
+        "calib_b": calib[1],
+        "encoding": {},
+    }
+    (folder / "model_meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+    class _Unused(mlflow.pyfunc.PythonModel):  # scoring reads the files, never this object
+        def predict(self, context, model_input, params=None):
+            raise NotImplementedError
+
+    mlflow.pyfunc.log_model(
+        name="model",
+        python_model=_Unused(),
+        artifacts={"booster": str(folder / "booster.txt"), "meta": str(folder / "model_meta.json")},
+        registered_model_name=name,
+        pip_requirements=["lightgbm"],
+    )
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """A registry with credit-pd as champion and fraud registered but never promoted."""
     import mlflow
-    import mlflow.lightgbm
+    import mlflow.pyfunc
     from mlflow import MlflowClient
 
     boosters = trained_boosters()
@@ -30,19 +60,13 @@ def registry(tmp_path_factory):
     mlflow.set_registry_uri(uri)
     exp = mlflow.create_experiment("t", artifact_location=(root / "artifacts").as_uri())
     client = MlflowClient(uri, uri)
-    for role, name in (("credit", "credit-pd"), ("fraud", "fraud")):
+    for role, name, calib in (("credit", "credit-pd", (0.9, -0.1)), ("fraud", "fraud", (1.0, 0.0))):
         with mlflow.start_run(experiment_id=exp):
-            mlflow.lightgbm.log_model(
-                boosters[role],
-                name="model",
-                registered_model_name=name,
-                pip_requirements=["lightgbm"],
-            )
-    client.set_model_version_tag("credit-pd", "1", "calib_a", "0.9")
-    client.set_model_version_tag("credit-pd", "1", "calib_b", "-0.1")
+            _log_version(mlflow, root / "src" / role, boosters[role], name, calib)
     client.set_registered_model_alias("credit-pd", "champion", "1")
     yield uri, root, client
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 def test_missing_champion_says_how_to_train_and_promote(registry):
