@@ -435,15 +435,17 @@ def decide_lines(
         fired.append((rule.id, hit))
 
     # 4. Round changed lines down to the step; a small lowered line closes.
-    changed = target != prev
-    target = np.where(changed, np.floor(target / policy.step_cny + 1e-9) * policy.step_cny, target)
+    rounded = np.floor(target / policy.step_cny + 1e-9) * policy.step_cny
+    rounded = np.where(
+        target > prev, np.maximum(rounded, prev), rounded
+    )  # a raise never rounds into a cut
+    target = np.where(target != prev, rounded, target)
     too_small = (target > 0) & (target < policy.min_line_cny) & (target < prev)
     target = np.where(too_small, 0.0, target)
     fired.append((LINE_MIN_ID, too_small))
     action = np.where(target < prev, LOWER, np.where(target > prev, RAISE, KEEP)).astype(np.int8)
-    action = np.where(((band_act == CLOSE) | too_small) & (target == 0), CLOSE, action).astype(
-        np.int8
-    )
+    closing = ((band_act == CLOSE) | too_small) & (target == 0) & (prev > 0)  # 0 stays 0: keep
+    action = np.where(closing, CLOSE, action).astype(np.int8)
 
     # 5. Freezes: expired KYC (regulation) and the fraud model; the line amount is kept, drawing stops.
     freeze = np.zeros(n, dtype=bool)

@@ -66,6 +66,11 @@ def test_bands_and_rules_on_hand_rows(policy):
             "ctx_kyc_expiry_days": NAN,
         },  # NaN ctx: no rule
         {"pd": 0.10, "prev_line_cny": 3333.0},  # 2333.1 rounds down to 2300
+        {
+            "pd": 0.01,
+            "prev_line_cny": 50.0,
+        },  # 60 would round down to 0: a raise never cuts, keep 50
+        {"pd": 0.50, "prev_line_cny": 0.0},  # already closed: stays 0, a keep
     )
     out = decide_lines(df, policy, AS_OF)
     assert out["action"].tolist() == [
@@ -81,6 +86,8 @@ def test_bands_and_rules_on_hand_rows(policy):
         "raise",
         "raise",
         "lower",
+        "keep",
+        "keep",
     ]
     assert out["new_line_cny"].tolist() == [
         12000.0,
@@ -95,6 +102,8 @@ def test_bands_and_rules_on_hand_rows(policy):
         50000.0,
         12000.0,
         2300.0,
+        50.0,
+        0.0,
     ]
     assert out["rules_fired"].tolist() == [
         "PD1",
@@ -109,6 +118,8 @@ def test_bands_and_rules_on_hand_rows(policy):
         "PD1;LINE-MAX",
         "PD1",
         "PD3",
+        "PD1",
+        "PD5",
     ]
     assert (out["policy_version"] == "2026.11-1").all()
     assert (out["defer_reason"] == "").all()
