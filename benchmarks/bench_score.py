@@ -266,6 +266,17 @@ def main(argv: list[str] | None = None) -> None:
                 io_s=round(io_s, 3),
                 **{k: round(v, 3) for k, v in tm.items()},
             )
+            # Contention-proof view: the job's own overhead around its own predict calls.
+            _line(
+                "score_job_overhead_ratio_internal",
+                (job_s - io_s) / tm["predict_s"],
+                "x in-job predict time",
+                n,
+                "in_job_predict_s",
+                tm["predict_s"],
+                (job_s - io_s) / tm["predict_s"],
+                with_io=round(job_s / tm["predict_s"], 4),
+            )
             _line("score_job_predict_share", tm["predict_s"] / job_s, "fraction", n)
             _line("score_bare_matrix_load_s", load_s, "s", n)
             _line(
