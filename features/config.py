@@ -39,11 +39,22 @@ class TrainingConfig(_Frozen):
     num_threads: int = Field(2, ge=1)
 
 
+class ScoringConfig(_Frozen):
+    chunk_rows: int = Field(50_000, gt=0, description="users scored per chunk (bounds memory)")
+    policy_file: str | None = Field(None, description="line policy TOML (default: serving/policy/line_policy.toml)")
+    calendar: str | None = Field(None, description="scenario calendar JSON whose regulation/risk_appetite entries apply")
+    max_source_age_days: dict[str, float] | None = Field(
+        None, description="per-source staleness limits, e.g. {bureau = 45}; overrides the policy file's"
+    )
+    num_threads: int = Field(0, ge=0, description="LightGBM predict threads (0 = all cores)")
+
+
 class Config(_Frozen):
     paths: PathsConfig = PathsConfig()
     simulation: SimulationConfig = SimulationConfig()
     features: FeaturesConfig = FeaturesConfig()
     training: TrainingConfig = TrainingConfig()
+    scoring: ScoringConfig = ScoringConfig()
 
 
 DEFAULT_CONFIG_FILE = "creditline.toml"
