@@ -103,13 +103,24 @@ def resolve_version(client, name: str, ref: str | int):
 
 
 def _model_dir(client, mv, uri: str) -> Path:
+    """The version's model folder (a local path for the file artifact store: nothing is copied).
+
+    Resolved through `client`: MLflow's own `models:/` and `runs:/` resolution would use the
+    global tracking URI rather than `uri`.
+    """
     import mlflow
 
-    return Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=mv.source, tracking_uri=uri, registry_uri=uri
-        )
-    )
+    source = mv.source
+    model_id = getattr(mv, "model_id", None)
+    if not model_id and source.startswith("models:/m-"):
+        model_id = source[len("models:/") :].split("/")[0]
+    if model_id:
+        location = client.get_logged_model(model_id).artifact_location
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, tracking_uri=uri))
+    if source.startswith("runs:/"):
+        run_id, _, path = source[len("runs:/") :].partition("/")
+        return Path(client.download_artifacts(run_id, path))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=uri))
 
 
 def load_model(

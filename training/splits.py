@@ -110,18 +110,19 @@ def time_split(times: pd.Series, fractions: tuple[float, ...]) -> list[np.ndarra
         raise ValueError(f"time column {times.name!r}: {int(t.isna().sum())} rows are not dates")
     order = np.argsort(t.to_numpy(), kind="mergesort")
     sorted_t = t.to_numpy()[order]
-    cuts = [0]
-    for share in np.cumsum(fractions)[:-1]:
-        pos = int(round(share * len(t)))
-        # move the cut forward to the end of the run of equal timestamps
-        if 0 < pos < len(t):
-            pos = int(np.searchsorted(sorted_t, sorted_t[pos - 1], side="right"))
-        cuts.append(max(pos, cuts[-1]))
-    cuts.append(len(t))
-    parts = [np.sort(order[cuts[i] : cuts[i + 1]]) for i in range(len(fractions))]
-    empty = [i for i, p in enumerate(parts) if len(p) == 0]
-    if empty:
+    # a cut may only fall where the timestamp changes, so equal times stay on one side
+    boundaries = np.flatnonzero(sorted_t[1:] != sorted_t[:-1]) + 1
+    n_cuts = len(fractions) - 1
+    if len(boundaries) < n_cuts:
         raise ValueError(
             f"time column {times.name!r} has too few distinct times ({t.nunique()}) for an out-of-time split"
         )
+    cuts = [0]
+    for k, share in enumerate(np.cumsum(fractions)[:-1]):
+        # leave enough boundaries for the cuts still to come
+        allowed = boundaries[: len(boundaries) - (n_cuts - 1 - k)]
+        allowed = allowed[allowed > cuts[-1]]
+        cuts.append(int(allowed[np.argmin(np.abs(allowed - share * len(t)))]))
+    cuts.append(len(t))
+    parts = [np.sort(order[cuts[i] : cuts[i + 1]]) for i in range(len(fractions))]
     return parts

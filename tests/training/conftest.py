@@ -129,4 +129,5 @@ def credit_run(feature_dir, tracking_uri, settings, gates):
         features=list(CREDIT_FEATURES),
         monotone=list(CREDIT_FEATURES.values()),
         metadata_version="test-meta",
+        num_threads=1,  # the CI box is shared; one thread avoids OpenMP spinning under contention
     )
