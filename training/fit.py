@@ -91,6 +91,10 @@ class FitResult:
     params: dict
     best_iteration: int
     candidates: list[dict]  # every regularisation tried: params and validation AUC
+    scheme: str = "holdout"  # "holdout": early stopping + Platt on valid; "cv5": see fit_calibrated
+    valid_margin: np.ndarray | None = (
+        None  # out-of-fold calibrated log-odds of the valid rows (cv5)
+    )
 
 
 def base_params(
@@ -125,38 +129,51 @@ def base_params(
     }
 
 
-def candidate_params(params: dict, n_train: int, small_rows: int) -> list[dict]:
-    """The configured params, plus stronger regularisation when the training set is small.
+def candidate_params(params: dict, n_rows: int, small_rows: int) -> list[dict]:
+    """The configured params, plus stronger regularisation when the development sample is small.
 
     On a few thousand rows with ~5% bads, default-sized trees overfit and a logistic regression
-    wins; shallow trees with large leaves and slower learning hold their own. The best on the
-    validation set is kept (never on the out-of-time set).
+    wins; shallow trees (depth 2, and depth-1 stumps: an additive model, the tree model closest
+    to a logistic regression) with large leaves, coarse bins and slow learning hold their own.
+    The best on validation is kept (never on the out-of-time sample).
     """
     out = [dict(params)]
-    if n_train < small_rows:
-        leaf = max(20, n_train // 100)
-        out.append(
-            {
-                **params,
-                "num_leaves": 4,
-                "max_depth": 2,
-                "min_data_in_leaf": leaf,
-                "lambda_l2": 10.0,
-                "learning_rate": 0.03,
-            }
-        )
-        # depth-1 trees: an additive model (a GAM), the closest tree model to a logistic regression
-        out.append(
-            {
-                **params,
-                "num_leaves": 2,
-                "max_depth": 1,
-                "min_data_in_leaf": leaf,
-                "lambda_l2": 10.0,
-                "learning_rate": 0.05,
-            }
-        )
+    if n_rows < small_rows:
+        leaf = max(20, n_rows // 80)
+        slow = {"min_data_in_leaf": leaf, "learning_rate": 0.02, "max_bin": 32}
+        out.append({**params, **slow, "num_leaves": 3, "max_depth": 2, "lambda_l2": 5.0})
+        out.append({**params, **slow, "num_leaves": 2, "max_depth": 1, "lambda_l2": 1.0})
     return out
+
+
+def infer_directions(X: np.ndarray, y: np.ndarray, z_min: float = 3.0) -> list[int]:
+    """+1/-1 where a feature's rank correlation with the label is clearly non-zero (|z| > z_min)."""
+    ranks_y = pd.Series(y).rank().to_numpy()
+    out = []
+    for j in range(X.shape[1]):
+        col = pd.Series(X[:, j])
+        ok = col.notna().to_numpy()
+        if ok.sum() < 30 or col[ok].nunique() < 2:
+            out.append(0)
+            continue
+        r = np.corrcoef(col[ok].rank().to_numpy(), pd.Series(ranks_y[ok]).rank().to_numpy())[0, 1]
+        out.append(int(np.sign(r)) if abs(r) * np.sqrt(ok.sum()) > z_min else 0)
+    return out
+
+
+def make_folds(
+    y: np.ndarray, groups: np.ndarray, k: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k folds by group (a user never on both sides), stratified by the group's worst label."""
+    frame = pd.DataFrame({"g": groups, "y": y})
+    per_group = frame.groupby("g", sort=True)["y"].max()
+    rng = np.random.default_rng(seed)
+    fold_of: dict = {}
+    for _, members in per_group.groupby(per_group.values, sort=True):
+        for i, g in enumerate(rng.permutation(members.index.to_numpy())):
+            fold_of[g] = i % k
+    fold = frame["g"].map(fold_of).to_numpy()
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
 
 
 def _train_one(
@@ -198,8 +215,13 @@ def fit_calibrated(
     early_stopping_rounds: int = 50,
     small_table_rows: int = 0,
     encoding: dict | None = None,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
 ) -> FitResult:
     """Fit LightGBM with early stopping on `valid`, then Platt-calibrate its raw margin on `valid`.
+
+    Below `small_table_rows` rows (train + valid) it switches to cross-validation (`_fit_small`);
+    `groups` (e.g. user ids of train then valid rows) keeps a user inside one fold.
 
     `train`/`valid` hold the (already encoded, if `encoding` is given) features and the label.
     `monotone` aligns with `features` (+1 higher = riskier, -1 higher = safer, 0 free).
@@ -226,6 +248,22 @@ def fit_calibrated(
         )
         params["scale_pos_weight"] = float(spw)
 
+    if len(y_train) + len(y_valid) < small_table_rows:
+        return _fit_small(
+            train,
+            valid,
+            features,
+            label,
+            params,
+            max_rounds,
+            early_stopping_rounds,
+            small_table_rows,
+            encoding,
+            monotone,
+            groups,
+            seed,
+        )
+
     tried: list[dict] = []
     best: tuple[float, lgb.Booster, dict] | None = None
     for cand in candidate_params(params, len(y_train), small_table_rows):
@@ -248,14 +286,20 @@ def fit_calibrated(
         )
         if best is None or valid_auc > best[0] + 1e-9:
             best = (valid_auc, booster, cand)
-    assert best is not None  # candidate_params always yields the configured params
     _, booster, chosen = best
     # keep only the trees early stopping chose, so the saved model and the scores agree
     booster = lgb.Booster(
         model_str=booster.model_to_string(num_iteration=booster.best_iteration or None)
     )
     a, b = fit_logistic_1d(booster.predict(X_valid, raw_score=True), y_valid)
-    model = CalibratedModel(
+    model = _model(features, booster, a, b, encoding, monotone)
+    return FitResult(
+        model=model, params=chosen, best_iteration=booster.num_trees(), candidates=tried
+    )
+
+
+def _model(features, booster, a, b, encoding, monotone) -> CalibratedModel:
+    return CalibratedModel(
         features=list(features),
         booster=booster,
         calib_a=a,
@@ -263,8 +307,78 @@ def fit_calibrated(
         encoding=encoding or {},
         monotone=[int(m) for m in monotone] if monotone is not None else [0] * len(features),
     )
+
+
+def _fit_small(
+    train,
+    valid,
+    features,
+    label,
+    params,
+    max_rounds,
+    early_stopping_rounds,
+    small_table_rows,
+    encoding,
+    monotone,
+    groups,
+    seed,
+) -> FitResult:
+    """Small samples: 5-fold CV on train+valid picks the regularisation and the number of trees,
+    the final model is refit on all of train+valid, and Platt is fitted on out-of-fold margins.
+
+    A single small hold-out (a few dozen bads) makes early stopping and the choice of
+    regularisation noise; CV uses every row for both, so trees keep up with a logistic regression.
+    """
+    dev = pd.concat([train[features + [label]], valid[features + [label]]], ignore_index=True)
+    X = dev[features].to_numpy(dtype="float64", na_value=np.nan)
+    y = dev[label].to_numpy(dtype="float64")
+    g = np.asarray(groups) if groups is not None else np.arange(len(y))
+    folds = make_folds(y, g, 5, seed)
+    candidates = candidate_params(params, len(y), small_table_rows)
+    if not any(params.get("monotone_constraints", [])):
+        # no declared directions (the tabular path): also try the stump model constrained to the
+        # directions the data shows clearly; fewer shapes to fit means less variance on few rows
+        inferred = infer_directions(X, y)
+        if any(inferred):
+            candidates.append({**candidates[-1], "monotone_constraints": inferred})
+    tried: list[dict] = []
+    best = None
+    for cand in candidates:
+        cv = lgb.cv(
+            cand,
+            lgb.Dataset(X, label=y, feature_name=features, free_raw_data=False),
+            num_boost_round=max_rounds,
+            folds=folds,
+            callbacks=[
+                lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)
+            ],
+            return_cvbooster=True,
+        )
+        n_trees = len(cv["valid auc-mean"])
+        oof = np.empty(len(y))
+        for (_, held), booster in zip(folds, cv["cvbooster"].boosters, strict=True):
+            oof[held] = booster.predict(X[held], raw_score=True, num_iteration=n_trees)
+        score = auc(y, oof)
+        tried.append(
+            {"params": _short(cand), "best_iteration": n_trees, "valid_auc": score, "scheme": "cv5"}
+        )
+        log.info("candidate %s: out-of-fold AUC %.4f at %d trees", _short(cand), score, n_trees)
+        if best is None or score > best[0] + 1e-9:
+            best = (score, cand, n_trees, oof)
+    _, chosen, n_trees, oof = best
+    booster = lgb.train(
+        chosen, lgb.Dataset(X, label=y, feature_name=features), num_boost_round=n_trees
+    )
+    booster = lgb.Booster(model_str=booster.model_to_string())
+    a, b = fit_logistic_1d(oof, y)
+    model = _model(features, booster, a, b, encoding, chosen.get("monotone_constraints", monotone))
     return FitResult(
-        model=model, params=chosen, best_iteration=booster.num_trees(), candidates=tried
+        model=model,
+        params=chosen,
+        best_iteration=booster.num_trees(),
+        candidates=tried,
+        scheme="cv5",
+        valid_margin=a * oof[len(train) :] + b,
     )
 
 
@@ -323,5 +437,7 @@ def _short(params: dict) -> dict:
         "lambda_l2",
         "learning_rate",
         "scale_pos_weight",
+        "max_bin",
+        "monotone_constraints",
     )
     return {k: params[k] for k in keys if k in params}

@@ -70,6 +70,14 @@ def binary_label(df: pd.DataFrame, label: str, where: str) -> pd.Series:
     return y
 
 
+def _looks_like_dates(s: pd.Series) -> bool:
+    """Text that is (almost) all ISO dates, as a CSV hands them back: not a feature."""
+    if is_numeric(s):
+        return False
+    values = s.dropna().astype(str)
+    return len(values) > 0 and values.str.match(r"^\d{4}-\d{2}-\d{2}").mean() >= 0.95
+
+
 def usable_features(
     df: pd.DataFrame, exclude: list[str], where: str
 ) -> tuple[list[str], list[str], dict[str, str]]:
@@ -79,7 +87,7 @@ def usable_features(
         if col in exclude:
             continue
         s = df[col]
-        if pd.api.types.is_datetime64_any_dtype(s):
+        if pd.api.types.is_datetime64_any_dtype(s) or _looks_like_dates(s):
             dropped[col] = "date/time column (pass it as --time for an out-of-time split)"
         elif s.isna().all():
             dropped[col] = "empty"
@@ -171,11 +179,10 @@ def train_on_table(
         "valid": window(valid),
         "oot": window(oot),
     }
-    drop = [c for c in (id_col,) if c]
     return train_and_register(
-        train.drop(columns=drop),
-        valid.drop(columns=drop),
-        oot.drop(columns=drop),
+        train,
+        valid,
+        oot,
         kind=kind,
         registered_name=registered_name or f"{spec.registered_name}-tabular",
         features=features,
@@ -190,4 +197,5 @@ def train_on_table(
         gates=gates,
         seed=seed,
         num_threads=num_threads,
+        group_col=id_col,
     )

@@ -243,6 +243,7 @@ def train_and_register(
     gates: dict,
     seed: int,
     num_threads: int,
+    group_col: str | None = "user_id",
 ) -> TrainResult:
     """Fit on train (early stopping + calibration on valid), evaluate on all three, log, register.
 
@@ -303,16 +304,28 @@ def train_and_register(
         early_stopping_rounds=settings["early_stopping_rounds"],
         small_table_rows=settings["small_table_rows"],
         encoding=encoding,
+        groups=(
+            np.r_[train[group_col].to_numpy(), valid[group_col].to_numpy()]
+            if group_col and group_col in train.columns
+            else None
+        ),
+        seed=seed,
     )
     model = fr.model
-    lr = fit_logistic_baseline(enc["train"], features, label)
+    # the baseline learns from the same rows as the model: train, plus valid under cross-validation
+    lr_rows = enc["train"] if fr.scheme == "holdout" else pd.concat([enc["train"], enc["valid"]])
+    lr = fit_logistic_baseline(lr_rows, features, label)
 
     metrics: dict[str, float] = {}
     scores: dict[str, np.ndarray] = {}
     ys: dict[str, np.ndarray] = {}
     for part, frame in (("train", train), ("valid", valid), ("oot", oot)):
         ys[part] = frame[label].to_numpy(dtype="float64")
-        scores[part] = model.predict_proba(frame)
+        if part == "valid" and fr.valid_margin is not None:
+            # cross-validated fit: the final model has seen these rows; use out-of-fold scores
+            scores[part] = 1.0 / (1.0 + np.exp(-fr.valid_margin))
+        else:
+            scores[part] = model.predict_proba(frame)
         metrics.update(evaluate.summarise(ys[part], scores[part], part))
         metrics[f"baseline_lr_{part}_auc"] = evaluate.auc(
             ys[part], predict_baseline(lr, enc[part], features)
@@ -339,7 +352,9 @@ def train_and_register(
         }
     ).sort_values(["mean_abs_shap", "feature"], ascending=[False, True], kind="mergesort")
 
-    gate_frame = gate_sample(oot, label, seed)
+    gate_frame = gate_sample(
+        oot.drop(columns=[group_col], errors="ignore") if group_col else oot, label, seed
+    )
 
     client = open_client(tracking_uri)
     exp_id = ensure_experiment(client, registered_name, tracking_uri)
@@ -380,6 +395,7 @@ def train_and_register(
         "calib_b": f"{model.calib_b:.6f}",
         "encoding_columns": len(encoding.get("columns", {})),
         "split": lineage.get("split", ""),
+        "fit_scheme": fr.scheme,
         "max_rounds": settings["max_rounds"],
         "early_stopping_rounds": settings["early_stopping_rounds"],
         "seed": seed,

@@ -34,7 +34,10 @@ def _root(
 
 def _register() -> None:
     # Each command module adds its commands to `app` when imported.
+    import serving.cli.predict  # noqa: F401
+    import serving.cli.promote  # noqa: F401
     import serving.cli.simulate  # noqa: F401
+    import serving.cli.train  # noqa: F401
 
 
 def main() -> None:
