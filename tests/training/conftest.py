@@ -106,7 +106,11 @@ def tracking_uri(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def settings():
-    return ModelConfig(max_rounds=300, early_stopping_rounds=30, shap_sample_rows=300).model_dump()
+    # small_table_rows=5000: the feature-table runs (7500 rows) take the hold-out path, the
+    # tabular tests (3200 rows, config defaults) the cross-validated one
+    return ModelConfig(
+        max_rounds=300, early_stopping_rounds=30, shap_sample_rows=300, small_table_rows=5000
+    ).model_dump()
 
 
 @pytest.fixture(scope="session")
