@@ -113,7 +113,7 @@ def feature_files(features_path: str | Path) -> list[Path]:
     files = sorted(path.glob("*.parquet")) if path.is_dir() else []
     if not files:
         raise FileNotFoundError(
-            f"feature table {path}: no parquet files. Build it with `creditline features --as-of YYYY-MM-DD`."
+            f"feature table {path}: no parquet files. Build it with `creditline features build --as-of YYYY-MM-DD`."
         )
     return files
 
