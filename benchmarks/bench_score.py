@@ -7,16 +7,19 @@ trains a realistic credit model (400 trees x 63 leaves) and fraud model (200 x 3
 then for each size, in one process: bare predict of both boosters on the table's matrix, and the
 job (`score_batch`: validation, chunked read, predict, policy, decisions + log). Prints one JSON
 line per figure. The job's time ratio is reported with and without file I/O (validation reads +
-digest, chunk reads, writes). Peak memory is the job's resident-set growth (sampled every 10 ms).
+digest, chunk reads, writes). The job runs in a fresh process (models loaded from files) so its
+peak resident memory (ru_maxrss) is its own; bare predict runs in this process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -139,27 +142,68 @@ def _train(features: list[str], trees: int, leaves: int, seed: int):
     return lgb.train(params, lgb.Dataset(X, y, feature_name=features), num_boost_round=trees)
 
 
-class _PeakRss:
-    def __init__(self) -> None:
-        import psutil
+def _run_child(
+    features: Path, out_dir: Path, files: dict[str, Path], chunk_rows: int, threads: int
+) -> dict:
+    """The job in a fresh process (clean peak memory): `python -m benchmarks.bench_score --child ...`."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_score",
+        "--child",
+        str(features),
+        str(out_dir),
+        str(files["credit"]),
+        str(files["fraud"]),
+        str(chunk_rows),
+        str(threads),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-        self.proc = psutil.Process()
-        self.base = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.01)
+def _child(argv: list[str]) -> None:
+    import resource
 
-    def __enter__(self) -> _PeakRss:
-        self._t.start()
-        return self
+    import lightgbm as lgb
+    import psutil
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
+    from serving.models import ScoringModel
+    from serving.policy import load_policy
+    from serving.scoring import score_batch
+
+    features, out_dir, credit_file, fraud_file, chunk_rows, threads = argv
+    credit, fraud = lgb.Booster(model_file=credit_file), lgb.Booster(model_file=fraud_file)
+    models = {
+        "credit": ScoringModel("credit-pd", 1, CREDIT, credit, 0.95, -0.05),
+        "fraud": ScoringModel("fraud", 1, FRAUD, fraud),
+    }
+    policy = load_policy()
+    start_rss = psutil.Process().memory_info().rss / 2**20
+    t0 = time.perf_counter()
+    res = score_batch(
+        features,
+        models,
+        policy,
+        out_dir,
+        chunk_rows=int(chunk_rows),
+        num_threads=int(threads),
+        progress=False,
+    )
+    job_s = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(
+        json.dumps(
+            {
+                "job_s": job_s,
+                "timings": res.timings,
+                "start_rss_mb": round(start_rss, 1),
+                "peak_rss_mb": round(peak, 1),
+                "counts": res.counts,
+            }
+        )
+    )
 
 
 def _line(name, value, unit, size, baseline=None, baseline_value=None, ratio=None, **extra) -> None:
@@ -177,10 +221,10 @@ def _line(name, value, unit, size, baseline=None, baseline_value=None, ratio=Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    from serving.models import ScoringModel
-    from serving.policy import load_policy
-    from serving.scoring import score_batch
-
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        _child(argv[1:])
+        return
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -198,11 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         credit_b = _train(CREDIT, args.trees, args.leaves, 1)
         fraud_b = _train(FRAUD, max(args.trees // 2, 1), 31, 2)
-        models = {
-            "credit": ScoringModel("credit-pd", 1, CREDIT, credit_b, 0.95, -0.05),
-            "fraud": ScoringModel("fraud", 1, FRAUD, fraud_b),
-        }
-        policy = load_policy()
+        files = {"credit": scratch / "credit.txt", "fraud": scratch / "fraud.txt"}
+        credit_b.save_model(str(files["credit"]))
+        fraud_b.save_model(str(files["fraud"]))
         trees = f"credit {credit_b.num_trees()}x{args.leaves}, fraud {fraud_b.num_trees()}x31"
         for n in (int(s) for s in args.sizes.split(",")):
             table = scratch / f"n{n}" / "features" / "as_of=2026-10-31" / "features.parquet"
@@ -214,18 +256,8 @@ def main(argv: list[str] | None = None) -> None:
             pred_runs, load_s = [], 0.0
             for rep in range(2):
                 if rep == 1:
-                    with _PeakRss() as mem:
-                        t0 = time.perf_counter()
-                        res = score_batch(
-                            table.parent,
-                            models,
-                            policy,
-                            out_dir,
-                            chunk_rows=args.chunk_rows,
-                            num_threads=args.threads,
-                            progress=False,
-                        )
-                        job_s = time.perf_counter() - t0
+                    child = _run_child(table.parent, out_dir, files, args.chunk_rows, args.threads)
+                    job_s, tm = child["job_s"], child["timings"]
                 t0 = time.perf_counter()
                 cols = pq.read_table(table, columns=FEATURES)
                 Xc = np.column_stack([cols.column(f).to_numpy() for f in CREDIT])
@@ -238,7 +270,6 @@ def main(argv: list[str] | None = None) -> None:
                 pred_runs.append(time.perf_counter() - t0)
                 del Xc, Xf
             pred_s = float(np.mean(pred_runs))
-            tm = res.timings
             io_s = tm["validate_s"] + tm["read_s"] + tm["write_s"]
 
             _line(
@@ -281,18 +312,21 @@ def main(argv: list[str] | None = None) -> None:
             _line("score_bare_matrix_load_s", load_s, "s", n)
             _line(
                 "score_job_peak_rss_growth_mb",
-                (mem.peak - mem.base) / 2**20,
+                child["peak_rss_mb"] - child["start_rss_mb"],
                 "MB",
                 n,
                 chunk_rows=args.chunk_rows,
-                peak_rss_mb=round(mem.peak / 2**20, 1),
+                peak_rss_mb=child["peak_rss_mb"],
+                start_rss_mb=child["start_rss_mb"],
             )
+            day = out_dir / "as_of=2026-10-31" / "decisions.parquet"
+            log_file = out_dir / "log" / "as_of=2026-10-31.parquet"
             _line(
                 "score_decisions_file_mb",
-                res.decisions_path.stat().st_size / 2**20,
+                day.stat().st_size / 2**20,
                 "MB",
                 n,
-                log_mb=round(res.log_path.stat().st_size / 2**20, 2),
+                log_mb=round(log_file.stat().st_size / 2**20, 2),
             )
             shutil.rmtree(scratch / f"n{n}")
     finally:

@@ -19,8 +19,8 @@ import pandas as pd
 # Role in scoring -> registered model name (INTERFACES.md, Models).
 MODEL_NAMES = {"credit": "credit-pd", "fraud": "fraud"}
 HOW_TO_TRAIN = {
-    "credit": "creditline train credit --as-of YYYY-MM-DD` then `creditline promote credit",
-    "fraud": "creditline train fraud --as-of YYYY-MM-DD` then `creditline promote fraud",
+    "credit": "creditline train credit --train-as-of D1,D2,... --oot-as-of D` then `creditline promote credit",
+    "fraud": "creditline train fraud --train-as-of D1,D2,... --oot-as-of D` then `creditline promote fraud",
 }
 
 

@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from features.tables import file_digest, write_json, write_parquet, write_text
+from features.tables import file_digest, write_json, write_text
 from serving.policy import ACTIONS, Policy, decide_lines, required_columns
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def feature_files(features_path: str | Path) -> list[Path]:
     files = sorted(path.glob("*.parquet")) if path.is_dir() else []
     if not files:
         raise FileNotFoundError(
-            f"feature table {path}: no parquet files. Build it with `creditline features --as-of YYYY-MM-DD`."
+            f"feature table {path}: no parquet files. Build it with `creditline features build --as-of YYYY-MM-DD`."
         )
     return files
 
@@ -337,12 +337,14 @@ class _AtomicParquetStream:
     (features.tables.write_parquet needs the whole frame in memory; this keeps one chunk.)
     """
 
-    def __init__(self, path: Path, schema: pa.Schema):
+    def __init__(self, path: Path, schema: pa.Schema, compression: str = "zstd"):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
-        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", write_statistics=True)
+        self.writer = pq.ParquetWriter(
+            self.tmp, schema, compression=compression, write_statistics=True
+        )
 
     def write(self, table: pa.Table) -> None:
         self.writer.write_table(table)
@@ -358,13 +360,15 @@ class _AtomicParquetStream:
             Path(self.tmp).unlink(missing_ok=True)
 
 
+def _write_chunk(decisions: pd.DataFrame, path: Path) -> None:
+    """A work file: typed to DECISION_SCHEMA once, uncompressed (read back once), atomic."""
+    table = pa.Table.from_pandas(decisions, schema=DECISION_SCHEMA, preserve_index=False)
+    with _AtomicParquetStream(path, DECISION_SCHEMA, compression="none") as out:
+        out.write(table.replace_schema_metadata(None))
+
+
 def _chunk_table(path: Path) -> pa.Table:
-    return (
-        pq.read_table(path)
-        .select(DECISION_COLUMNS)
-        .cast(DECISION_SCHEMA)
-        .replace_schema_metadata(None)
-    )
+    return pq.read_table(path).replace_schema_metadata(None)
 
 
 def _write_outputs(
@@ -525,7 +529,7 @@ def score_batch(
                     timings,
                 )
                 t0 = time.perf_counter()
-                write_parquet(decisions, path)
+                _write_chunk(decisions, path)
                 timings["write_s"] += time.perf_counter() - t0
                 if slow:
                     time.sleep(slow)
