@@ -30,11 +30,23 @@ class SimulationConfig(_Frozen):
     chunk_users: int = Field(50_000, gt=0, description="users generated per chunk (bounds memory)")
 
 
+class FeaturesConfig(_Frozen):
+    threads: int = Field(2, ge=1, description="DuckDB threads for the feature build")
+
+
 class TrainingConfig(_Frozen):
     seed: int = 42
     num_threads: int = Field(2, ge=1)
 
 
+class ScoringConfig(_Frozen):
+    chunk_rows: int = Field(50_000, gt=0, description="users scored per chunk (bounds memory)")
+    policy_file: str | None = Field(None, description="line policy TOML (default: serving/policy/line_policy.toml)")
+    calendar: str | None = Field(None, description="scenario calendar JSON whose regulation/risk_appetite entries apply")
+    max_source_age_days: dict[str, float] | None = Field(
+        None, description="per-source staleness limits, e.g. {bureau = 45}; overrides the policy file's"
+    )
+    num_threads: int = Field(0, ge=0, description="LightGBM predict threads (0 = all cores)")
 class ModelConfig(_Frozen):
     """LightGBM settings shared by the credit and fraud models (training/fit.py)."""
 
@@ -86,7 +98,9 @@ class GatesConfig(_Frozen):
 class Config(_Frozen):
     paths: PathsConfig = PathsConfig()
     simulation: SimulationConfig = SimulationConfig()
+    features: FeaturesConfig = FeaturesConfig()
     training: TrainingConfig = TrainingConfig()
+    scoring: ScoringConfig = ScoringConfig()
     model: ModelConfig = ModelConfig()
     gates: GatesConfig = GatesConfig()
 
