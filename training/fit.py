@@ -140,7 +140,7 @@ def candidate_params(params: dict, n_rows: int, small_rows: int) -> list[dict]:
     out = [dict(params)]
     if n_rows < small_rows:
         leaf = max(20, n_rows // 80)
-        slow = {"min_data_in_leaf": leaf, "learning_rate": 0.02, "max_bin": 32}
+        slow = {"min_data_in_leaf": leaf, "learning_rate": 0.04, "max_bin": 32}
         out.append({**params, **slow, "num_leaves": 3, "max_depth": 2, "lambda_l2": 5.0})
         out.append({**params, **slow, "num_leaves": 2, "max_depth": 1, "lambda_l2": 1.0})
     return out

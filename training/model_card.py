@@ -35,12 +35,17 @@ def render(
 ) -> str:
     """The card as markdown (pure: values in, text out)."""
     m = metrics.get
+    stopping = (
+        "5-fold CV on train + valid"
+        if params.get("fit_scheme") == "cv5"
+        else "early stopping on validation AUC"
+    )
     lines = [
         f"# Model card — {name} v{version}",
         "",
         f"- MLflow run: `{run_id}`; label `{params.get('label', '?')}`; model kind `{params.get('kind', '?')}`",
         f"- Features: {params.get('n_features', '?')} (metadata version `{params.get('metadata_version', 'n/a')}`)",
-        f"- Trees: {params.get('best_iteration', '?')} (early stopping on validation AUC); "
+        f"- Trees: {params.get('best_iteration', '?')} ({stopping}); "
         f"calibration: log-odds = {float(params.get('calib_a', 'nan')):.4f} × raw margin + {float(params.get('calib_b', 'nan')):.4f}",
         "",
         "## Data window",
@@ -127,9 +132,8 @@ def known_limits(params: dict[str, str], metrics: dict[str, float]) -> list[str]
             "Text columns are encoded from training values; a value never seen in training scores as missing."
         )
     out.append("Trained on observed outcomes of approved users only (no reject inference).")
-    out.append(
-        "Calibration is fitted on the validation sample; recheck it when the bad rate shifts."
-    )
+    where = "out-of-fold margins" if params.get("fit_scheme") == "cv5" else "the validation sample"
+    out.append(f"Calibration is fitted on {where}; recheck it when the bad rate shifts.")
     return out
 
 

@@ -71,16 +71,24 @@ def ensure_experiment(client, name: str, uri: str) -> str:
 def using_store(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at `uri` for the duration, then restore what was there."""
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    old_tracking = os.environ.get("MLFLOW_TRACKING_URI")
-    old_registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    old_tracking = tracking_utils._tracking_uri  # None = unset (MLflow then reads the env/default)
+    old_registry = registry_utils._registry_uri
+    old_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(old_tracking or "")
-        mlflow.set_registry_uri(old_registry or "")
+        mlflow.set_tracking_uri(old_tracking)
+        mlflow.set_registry_uri(old_registry)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def log_json(client, run_id: str, obj, artifact_path: str) -> None:

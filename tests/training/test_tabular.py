@@ -53,10 +53,13 @@ def cli(tracking_uri):
     from serving.cli import app
     from training.tracking import mlruns_from_uri
 
-    mlruns = str(mlruns_from_uri(tracking_uri))
+    mlruns = mlruns_from_uri(tracking_uri)
+    # config defaults, but one thread: the test box is shared and OpenMP spins under contention
+    config = mlruns.parent / "creditline-test.toml"
+    config.write_text("[training]\nnum_threads = 1\n")
 
     def run(*args: str):
-        extra = ["--mlruns", mlruns] if args[0] in ("train", "promote", "predict") else []
+        extra = ["--mlruns", str(mlruns), "--config", str(config)]
         return CliRunner().invoke(app, [*args, *extra])
 
     return run
