@@ -310,13 +310,24 @@ def attribute(ct: CompiledTrees, x_new, x_old, n_threads: int = 1) -> np.ndarray
     return out
 
 
-def raw_margin(ct: CompiledTrees, x) -> np.ndarray:
+def raw_margin(ct: CompiledTrees, x, n_threads: int = 1) -> np.ndarray:
     """Raw margin (sum of leaf values) from the compiled trees; equals booster.predict(raw_score=True)."""
     xm = _as_matrix(x, ct.feature_names, "x")
     out = np.full(xm.shape[0], ct.constant)
-    if len(ct.roots):
+    if xm.shape[0] == 0 or len(ct.roots) == 0:
+        return out
+
+    def run(bounds: tuple[int, int]) -> None:
+        s, e = bounds
         _margin_kernel(
-            xm, ct.roots, ct.split_feature, ct.threshold, ct.default_left, ct.missing_type,
-            ct.left, ct.right, ct.leaf_value, out,
+            xm[s:e], ct.roots, ct.split_feature, ct.threshold, ct.default_left, ct.missing_type,
+            ct.left, ct.right, ct.leaf_value, out[s:e],
         )
+
+    blocks = _blocks(xm.shape[0], n_threads)
+    if len(blocks) > 1:
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            list(pool.map(run, blocks))
+    else:
+        run(blocks[0])
     return out
