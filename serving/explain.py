@@ -86,8 +86,8 @@ class PreparedModel:
     calib_b: float
     trees: CompiledTrees
 
-    def margin(self, x: pd.DataFrame, n_threads: int = 1) -> np.ndarray:
-        """Calibrated log-odds (a * raw margin + b)."""
+    def margin(self, x, n_threads: int = 1) -> np.ndarray:
+        """Calibrated log-odds (a * raw margin + b) of a frame or an array in `features` order."""
         return self.calib_a * raw_margin(self.trees, x, n_threads=n_threads) + self.calib_b
 
 
@@ -255,7 +255,7 @@ def explain_downgrades(
     Models are LoadedModel-like (or already `prepare_model`-ed); policies are
     `serving.policy.Policy` objects, evaluated on their own as-of dates (`prev_as_of` for the old).
     """
-    from serving.policy import adverse_cutoff_logodds, decide_lines, stale_mask
+    from serving.policy import adverse_cutoff_logodds, decide_lines, required_columns, stale_mask
 
     fm, rs = _meta() if features_meta is None or reasons is None else (features_meta, reasons)
     fm = features_meta or fm
@@ -305,43 +305,75 @@ def explain_downgrades(
     pin_old = pin_policy(policy_old, prev_as_of)
     pin_new = pin_policy(policy_new, as_of)
     data_keys = DATA_FACTORS
-    hybrid_scores: dict[int, dict[str, np.ndarray]] = {}
     nv = xn.to_numpy()
     ov = xo.to_numpy()
-    for dmask in range(1 << len(data_keys)):
-        chosen = {data_keys[i] for i in range(len(data_keys)) if dmask >> i & 1}
-        take_new = np.array([col_cause[c] in chosen for c in columns])
-        hyb = pd.DataFrame(np.where(take_new[None, :], nv, ov), columns=columns)
-        hybrid_scores[dmask] = {
-            "frame": hyb,
-            **{k: m.margin(hyb[list(m.features)], n_threads=n_threads) for k, m in models.items()},
-        }
-    k = len(FACTORS)
+    pos = {c: j for j, c in enumerate(columns)}
+    model_idx = {key: [pos[c] for c in m.features] for key, m in models.items()}
+    rule_cols = sorted(
+        set(required_columns(pin_old, as_of, limits)) | set(required_columns(pin_new, as_of, limits))
+    )
+    for c in rule_cols:
+        if c not in pos:
+            raise ValueError(f"explain: the policy reads {c!r}, which the feature snapshots lack")
+    hybrid_scores: dict[int, dict[str, Any]] = {}
+
+    def hybrid(dmask: int) -> dict[str, Any]:
+        # Scores of the snapshot that takes the data groups in `dmask` new and the rest old.
+        if dmask not in hybrid_scores:
+            chosen = {data_keys[i] for i in range(len(data_keys)) if dmask >> i & 1}
+            take_new = np.array([col_cause[c] in chosen for c in columns])
+            hyb = np.where(take_new[None, :], nv, ov)
+            hybrid_scores[dmask] = {
+                "rule_cols": {c: hyb[:, pos[c]] for c in rule_cols},
+                **{key: m.margin(hyb[:, model_idx[key]], n_threads=n_threads) for key, m in models.items()},
+            }
+        return hybrid_scores[dmask]
+
+    # A factor that did not change is a dummy player (Shapley value 0): leave it out of the mixes.
+    changed_cols = ~_same(nv, ov)
+    moved = {key: bool(changed_cols[:, [col_cause[c] == key for c in columns]].any()) for key in data_keys}
+    plain = dict(version="", digest="", regulations=())
+    active = [
+        f
+        for f in FACTORS
+        if (f == "regulation" and (pin_old.regulations != pin_new.regulations or moved["regulation_data"]))
+        or (f == "policy" and dataclasses.replace(pin_old, **plain) != dataclasses.replace(pin_new, **plain))
+        or (f == "model_update" and (_model_key(models["credit_old"]) != _model_key(models["credit_new"])
+                                     or _model_key(models["fraud_old"]) != _model_key(models["fraud_new"])))
+        or moved.get(f, False)
+    ]
+    k = len(active)
     values = np.zeros((n, 1 << k))
     full_new = None
     for s in range(1 << k):
-        on = {FACTORS[i] for i in range(k) if s >> i & 1}
+        on = {active[i] for i in range(k) if s >> i & 1}
         dmask = sum(
             1 << i
             for i, key in enumerate(data_keys)
             if (key in on) or (key == "regulation_data" and "regulation" in on)
         )
-        hs = hybrid_scores[dmask]
+        hs = hybrid(dmask)
         credit = hs["credit_new" if "model_update" in on else "credit_old"]
         fraud = hs["fraud_new" if "model_update" in on else "fraud_old"]
         pol = _mix_policy(pin_old, pin_new, "regulation" in on, "policy" in on)
-        scored = hs["frame"].assign(
-            user_id=ids,
-            prev_line_cny=prev_line,
-            credit_margin=credit,
-            pd=1.0 / (1.0 + np.exp(-credit)),
-            fraud_p=1.0 / (1.0 + np.exp(-fraud)),
+        scored = pd.DataFrame(
+            {
+                "user_id": ids,
+                "prev_line_cny": prev_line,
+                "credit_margin": credit,
+                "pd": 1.0 / (1.0 + np.exp(-credit)),
+                "fraud_p": 1.0 / (1.0 + np.exp(-fraud)),
+                **hs["rule_cols"],
+            }
         )
         decided = decide_lines(scored, pol, as_of, limits)
         values[:, s] = _effective_line(decided)
         if s == (1 << k) - 1:
             full_new = decided
-    line_phi = _shapley_from_subsets(values, k)  # (n, k): change of the usable line per factor
+    line_phi = np.zeros((n, len(FACTORS)))
+    if k:
+        line_phi[:, [FACTORS.index(f) for f in active]] = _shapley_from_subsets(values, k)
+    k = len(FACTORS)
     reproduced = (np.abs(full_new["new_line_cny"].to_numpy() - _num(down, "new_line_cny")) < 0.5) & (
         full_new["action"].to_numpy().astype(str) == down["action"].to_numpy().astype(str)
     )
@@ -376,10 +408,18 @@ def explain_downgrades(
 
     # --- 4. Per user: cause, reasons, recourse.
     recourse = _recourse_search(c_new, xn, xo, cut_new, fm, n_threads)
-    changed = ~_same(xn.to_numpy(), xo.to_numpy())
+    changed = ~_same(nv, ov)
     new_rules = [set(filter(None, str(r).split(";"))) for r in down.get("rules_fired", pd.Series([""] * n)).fillna("")]
     old_rules = [set(filter(None, str(r).split(";"))) for r in old_dec.get("rules_fired", pd.Series([""] * n, index=old_dec.index)).fillna("")]
 
+    old_rows = old_dec.reset_index().to_dict("records")
+    new_rows = down.to_dict("records")
+    fresh_cols = sorted(c for c in xn_all.columns if c.startswith("fresh_"))
+    fresh_vals = xn_all[fresh_cols].to_numpy(dtype=np.float64, na_value=np.nan) if fresh_cols else np.zeros((n, 0))
+    repaid = _num(xn_all, "ctx_repaid_in_full_30d") == 1
+    new_line = _num(down, "new_line_cny")
+    actions = down["action"].to_numpy().astype(str)
+    prev_actions = old_dec["action"].to_numpy().astype(str)
     records, details = [], []
     for i in range(n):
         uid = ids[i]
@@ -389,14 +429,14 @@ def explain_downgrades(
             cause = "system_data"
         else:
             order = sorted(range(k), key=lambda j: (-round(drop[j], 6), j))
-            cause = FACTORS[order[0]] if drop[order[0]] > 1e-9 else _fallback_cause(new_rules[i] - old_rules[i], down["action"].iat[i])
+            cause = FACTORS[order[0]] if drop[order[0]] > 1e-9 else _fallback_cause(new_rules[i] - old_rules[i], actions[i])
         items = _reason_items(
-            i, cause, shares, columns, col_cause, changed[i], xn, xo, c_old, phi_credit[i], f_old, phi_fraud[i],
+            i, cause, shares, columns, col_cause, changed[i], nv, ov, c_old, phi_credit[i], f_old, phi_fraud[i],
             fm, rs, m1[i] - m2[i], cut_old - cut_new, new_rules[i] - old_rules[i], stale[i], c_old.version,
             c_new.version, policy_old.version, policy_new.version,
         )
         reasons_top = items[:MAX_REASONS]
-        rec = _recourse_for(i, cause, recourse, xn, xo, changed[i], columns, fm, rs, as_of, new_rules[i])
+        rec = _recourse_for(i, cause, recourse, nv, ov, changed[i], columns, fm, rs, as_of, new_rules[i])
         cz, ce = CAUSE_TEXT[cause]
         waterfall = _waterfall(i, m0[i], cut_old, cut_new, phi_credit[i], c_old, m1[i], m2[i], fm)
         row = {
@@ -404,10 +444,10 @@ def explain_downgrades(
             "as_of": as_of,
             "prev_as_of": prev_as_of,
             "prev_line_cny": float(prev_line[i]),
-            "new_line_cny": float(_num(down, "new_line_cny")[i]),
-            "action": str(down["action"].iat[i]),
-            "prev_action": str(old_dec["action"].iat[i]),
-            "repaid_in_full_30d": bool(_num(xn_all, "ctx_repaid_in_full_30d")[i] == 1),
+            "new_line_cny": float(new_line[i]),
+            "action": actions[i],
+            "prev_action": prev_actions[i],
+            "repaid_in_full_30d": bool(repaid[i]),
             "freshness_flag": bool(stale[i]),
             "cause": cause,
             "cause_zh": cz,
@@ -459,15 +499,19 @@ def explain_downgrades(
                 "other_reasons": items[MAX_REASONS:],
                 "waterfall": waterfall,
                 "fraud_waterfall": _fraud_waterfall(g0[i], fz_old, fz_new, phi_fraud[i], f_old, g1[i], g2[i], fm, rs),
-                "changed_features": _changed_table(i, columns, changed[i], xn, xo, col_cause, fm, rs, c_old, phi_credit[i], f_old, phi_fraud[i]),
-                "freshness": _freshness_panel(i, xn_all, stale[i], limits),
-                "trace": _trace(old_dec.iloc[i], down.iloc[i]),
+                "changed_features": _changed_table(i, columns, changed[i], nv, ov, col_cause, fm, rs, c_old, phi_credit[i], f_old, phi_fraud[i]),
+                "freshness": _freshness_panel(fresh_cols, fresh_vals[i], stale[i], limits),
+                "trace": _trace(old_rows[i], new_rows[i]),
                 "recourse": rec,
             }
         )
     frame = pd.DataFrame.from_records(records)
     summary = summarise(frame)
     return Explanations(records=frame, details=details, summary=summary)
+
+
+def _model_key(m: PreparedModel) -> tuple:
+    return (m.name, m.version, m.calib_a, m.calib_b)
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -504,8 +548,8 @@ def _before_after(code: str, columns, changed_row, xn, xo, i, fm, limit: int = 3
                 {
                     "feature": c,
                     "description": fm[c].description,
-                    "before": format_value(float(xo.iat[i, j]), unit),
-                    "after": format_value(float(xn.iat[i, j]), unit),
+                    "before": format_value(float(xo[i, j]), unit),
+                    "after": format_value(float(xn[i, j]), unit),
                 }
             )
     return out[:limit]
@@ -537,9 +581,9 @@ def _reason_items(
 
     if stale:
         ages = [
-            f"{c}: {format_value(float(xn.iat[i, j]), 'days')}"
+            f"{c}: {format_value(float(xn[i, j]), 'days')}"
             for j, c in enumerate(columns)
-            if c.startswith("fresh_") and c.endswith("_age_days") and not math.isnan(float(xn.iat[i, j]))
+            if c.startswith("fresh_") and c.endswith("_age_days") and not math.isnan(float(xn[i, j]))
         ]
         add(
             "data_not_current", "system_data", 1e9,
@@ -583,7 +627,7 @@ def _reason_items(
             if c in columns:
                 j = columns.index(c)
                 unit = fm[c].unit if c in fm else ""
-                ctx.append({"feature": c, "description": fm[c].description if c in fm else c, "before": format_value(float(xo.iat[i, j]), unit), "after": format_value(float(xn.iat[i, j]), unit)})
+                ctx.append({"feature": c, "description": fm[c].description if c in fm else c, "before": format_value(float(xo[i, j]), unit), "after": format_value(float(xn[i, j]), unit)})
         add(
             "regulation", "regulation", max(drop["regulation"], 0.0) * 1e3 + 1.0,
             f"监管规则限制额度：{', '.join(regs)}",
@@ -647,8 +691,8 @@ def _changed_table(i, columns, changed_row, xn, xo, col_cause, fm, rs, c_old, ph
                 "description": meta.description if meta else c,
                 "reason": meta.reason if meta else "",
                 "cause": col_cause[c],
-                "before": format_value(float(xo.iat[i, j]), unit),
-                "after": format_value(float(xn.iat[i, j]), unit),
+                "before": format_value(float(xo[i, j]), unit),
+                "after": format_value(float(xn[i, j]), unit),
                 "credit_logodds": float(pc[c]) if c in pc else None,
                 "fraud_logodds": float(pf[c]) if c in pf else None,
                 "actionable": bool(meta.actionable) if meta else False,
@@ -658,18 +702,17 @@ def _changed_table(i, columns, changed_row, xn, xo, col_cause, fm, rs, c_old, ph
     return out
 
 
-def _freshness_panel(i, xn_all: pd.DataFrame, stale: bool, limits: dict[str, float]) -> dict[str, Any]:
-    cols = sorted(c for c in xn_all.columns if c.startswith("fresh_"))
-    vals = {c: (None if pd.isna(xn_all[c].iat[i]) else float(xn_all[c].iat[i])) for c in cols}
+def _freshness_panel(cols: list[str], row: np.ndarray, stale: bool, limits: dict[str, float]) -> dict[str, Any]:
+    vals = {c: (None if math.isnan(v) else float(v)) for c, v in zip(cols, row, strict=True)}
     return {"stale": bool(stale), "values": vals, "limits_days": dict(limits)}
 
 
-def _trace(old: pd.Series, new: pd.Series) -> list[dict[str, Any]]:
+def _trace(old: dict, new: dict) -> list[dict[str, Any]]:
     keys = ("action", "new_line_cny", "pd", "fraud_p", "credit_margin", "decision_margin", "pd_band", "rules_fired",
             "defer_reason", "credit_model_version", "fraud_model_version", "policy_version")
     out = []
     for key in keys:
-        if key in new.index or key in old.index:
+        if key in new or key in old:
             a = old.get(key)
             b = new.get(key)
             out.append({"field": key, "before": _plain(a), "after": _plain(b)})
@@ -757,7 +800,7 @@ def _recourse_for(i, cause, rec, xn, xo, changed_row, columns, fm, rs, as_of, ru
         c = rec["features"][j]
         unit = fm[c].unit
         col = columns.index(c)
-        now = format_value(float(xn.iat[i, col]), unit)
+        now = format_value(float(xn[i, col]), unit)
         to = format_value(float(rec["best_val"][i]), unit)
         return {
             "kind": "feature",
@@ -772,7 +815,7 @@ def _recourse_for(i, cause, rec, xn, xo, changed_row, columns, fm, rs, as_of, ru
     for jj, c in enumerate(columns):
         if not changed_row[jj] or c not in fm or fm[c].monotone == 0 or not fm[c].model_input:
             continue
-        worse = (float(xn.iat[i, jj]) - float(xo.iat[i, jj])) * fm[c].monotone > 0
+        worse = (float(xn[i, jj]) - float(xo[i, jj])) * fm[c].monotone > 0
         m = _WINDOW.search(c)
         if worse and m:
             size, unit = int(m.group(1)), m.group(2)
