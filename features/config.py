@@ -35,10 +35,18 @@ class TrainingConfig(_Frozen):
     num_threads: int = Field(2, ge=1)
 
 
+class ExplainConfig(_Frozen):
+    num_threads: int = Field(2, ge=1, description="threads for attribution and hybrid scoring")
+    old_policy_file: str | None = Field(
+        None, description="policy TOML of the previous decision when it differs from the current file"
+    )
+
+
 class Config(_Frozen):
     paths: PathsConfig = PathsConfig()
     simulation: SimulationConfig = SimulationConfig()
     training: TrainingConfig = TrainingConfig()
+    explain: ExplainConfig = ExplainConfig()
 
 
 DEFAULT_CONFIG_FILE = "creditline.toml"

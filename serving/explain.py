@@ -72,6 +72,8 @@ FACTORS = ("regulation", "policy", "model_update", "risk_bureau", "risk_behaviou
 DATA_FACTORS = ("risk_bureau", "risk_behaviour", "fraud", "system_data", "regulation_data")
 ADVERSE_ACTIONS = ("lower", "freeze", "close", "defer")
 MAX_REASONS = 4
+# Demographic bands: never shown in a report, never a reason (and no rule reads them).
+NOT_REPORTED = frozenset({"ctx_age_band", "ctx_income_band", "ctx_city_tier"})
 _WINDOW = re.compile(r"_(\d+)(d|m)$")
 
 
@@ -286,7 +288,11 @@ def explain_downgrades(
     xn_all = rows(new_features, "new feature snapshot")
     xo_all = rows(old_features, "old feature snapshot")
     model_cols = sorted({c for m in models.values() for c in m.features})
-    ctx_cols = sorted(c for c in xn_all.columns if (c.startswith("ctx_") or c.startswith("fresh_")) and c in xo_all.columns)
+    ctx_cols = sorted(
+        c
+        for c in xn_all.columns
+        if (c.startswith("ctx_") or c.startswith("fresh_")) and c in xo_all.columns and c not in NOT_REPORTED
+    )
     columns = [c for c in dict.fromkeys(model_cols + ctx_cols)]
     for c in model_cols:
         for frame, what in ((xn_all, "new"), (xo_all, "old")):

@@ -7,6 +7,7 @@ are real LightGBM boosters, and decisions come from the real `serving.policy.dec
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import lightgbm as lgb
 import numpy as np
@@ -76,7 +77,8 @@ def base_snapshot(n: int, seed: int, as_of: pd.Timestamp = AS_OF_OLD) -> pd.Data
     )
 
 
-def train_models(n: int = 3000, seed: int = 0) -> dict[str, Model]:
+@lru_cache(maxsize=2)  # one training per test session
+def train_models(n: int = 2000, seed: int = 0) -> dict[str, Model]:
     x = base_snapshot(n, seed + 100)
     rng = np.random.default_rng(seed)
     for c in [*RISK, *FRAUD]:  # enough high values for the trees to learn the signal's range
