@@ -30,6 +30,7 @@ import dataclasses
 import logging
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -426,6 +427,17 @@ def explain_downgrades(
     new_line = _num(down, "new_line_cny")
     actions = down["action"].to_numpy().astype(str)
     prev_actions = old_dec["action"].to_numpy().astype(str)
+    # A user whose line falls although nothing changed (someone who stays in a "lower" band is
+    # lowered again each month) is explained by level: baseline Shapley of the new model against a
+    # reference row in good standing (feature medians of users kept or raised at this as-of).
+    level = (np.abs(line_phi).sum(axis=1) < 1e-9) & ~stale
+    phi_level_c = np.zeros((n, len(c_new.features)))
+    phi_level_f = np.zeros((n, len(f_new.features)))
+    if level.any():
+        for mdl, out_phi in ((c_new, phi_level_c), (f_new, phi_level_f)):
+            ref = _good_standing(new_features, new_decisions, mdl.features)
+            rows_ = xn[list(mdl.features)].to_numpy()[level]
+            out_phi[level] = mdl.calib_a * attribute(mdl.trees, rows_, np.repeat(ref[None, :], len(rows_), axis=0), n_threads)
     records, details = [], []
     for i in range(n):
         uid = ids[i]
@@ -435,9 +447,12 @@ def explain_downgrades(
             cause = "system_data"
         else:
             order = sorted(range(k), key=lambda j: (-round(drop[j], 6), j))
-            cause = FACTORS[order[0]] if drop[order[0]] > 1e-9 else _fallback_cause(new_rules[i] - old_rules[i], actions[i])
+            cause = FACTORS[order[0]] if drop[order[0]] > 1e-9 else None
+        if cause is None:
+            cause = _level_cause(new_rules[i], actions[i], c_new, phi_level_c[i], col_cause)
+        rm_c, rp_c, rm_f, rp_f = (c_new, phi_level_c[i], f_new, phi_level_f[i]) if level[i] else (c_old, phi_credit[i], f_old, phi_fraud[i])
         items = _reason_items(
-            i, cause, shares, columns, col_cause, changed[i], nv, ov, c_old, phi_credit[i], f_old, phi_fraud[i],
+            i, cause, shares, columns, col_cause, changed[i] | level[i], nv, ov, rm_c, rp_c, rm_f, rp_f,
             fm, rs, m1[i] - m2[i], cut_old - cut_new, new_rules[i] - old_rules[i], stale[i], c_old.version,
             c_new.version, policy_old.version, policy_new.version,
         )
@@ -455,6 +470,7 @@ def explain_downgrades(
             "prev_action": prev_actions[i],
             "repaid_in_full_30d": bool(repaid[i]),
             "freshness_flag": bool(stale[i]),
+            "continuing": bool(level[i]),
             "cause": cause,
             "cause_zh": cz,
             "cause_en": ce,
@@ -524,16 +540,31 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a == b) | (np.isnan(a) & np.isnan(b))
 
 
-def _fallback_cause(rules_new: set[str], action: str) -> str:
-    # No factor moved the usable line (e.g. a recorded decision the policy does not reproduce):
-    # read the newly fired rules.
-    if any(r.startswith("FRAUD") for r in rules_new):
+def _good_standing(features: pd.DataFrame, decisions: pd.DataFrame, names) -> np.ndarray:
+    """Feature medians of the users kept or raised (all users when there are none)."""
+    good = set(decisions.loc[decisions["action"].isin(["keep", "raise"]), "user_id"].astype(str))
+    rows_ = features[features["user_id"].astype(str).isin(good)] if good else features
+    if rows_.empty:
+        rows_ = features
+    x = rows_[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(x, axis=0)
+
+
+def _level_cause(rules: set[str], action: str, model: PreparedModel, phi: np.ndarray, col_cause: dict) -> str:
+    """Cause of a continuing downgrade: the binding rule, else the risk family that keeps PD high."""
+    if action == "freeze" and any(r.startswith("FRAUD") for r in rules):
         return "fraud"
-    if any(r.startswith("REG") for r in rules_new):
+    if any(r.startswith("REG") for r in rules):
         return "regulation"
-    if any(r.startswith("APPETITE") for r in rules_new):
-        return "policy"
-    return "risk_behaviour"
+    totals = {"risk_bureau": 0.0, "risk_behaviour": 0.0, "fraud": 0.0}
+    for j, c in enumerate(model.features):
+        cat = col_cause.get(c)
+        if cat in totals and phi[j] > 0:
+            totals[cat] += float(phi[j])
+    best = max(totals, key=lambda c: (totals[c], c == "risk_behaviour"))
+    return best if totals[best] > 0 else "risk_behaviour"
 
 
 def _group_contrib(model: PreparedModel, phi: np.ndarray, fm: dict) -> dict[str, float]:
@@ -562,7 +593,10 @@ def _before_after(code: str, columns, changed_row, xn, xo, i, fm, limit: int = 3
 
 
 def _values_text(ba: list[dict[str, str]]) -> str:
-    return "; ".join(f"{b['description']}: {b['before']} → {b['after']}" for b in ba)
+    return "; ".join(
+        f"{b['description']}: {b['after']} (unchanged)" if b["before"] == b["after"] else f"{b['description']}: {b['before']} → {b['after']}"
+        for b in ba
+    )
 
 
 def _reason_items(
@@ -586,16 +620,18 @@ def _reason_items(
         )
 
     if stale:
-        ages = [
-            f"{c}: {format_value(float(xn[i, j]), 'days')}"
+        vals = [
+            {"feature": c, "description": c.removeprefix("fresh_").replace("_", " "),
+             "before": format_value(float(xo[i, j]), "days" if c.endswith("_days") else "flag"),
+             "after": format_value(float(xn[i, j]), "days" if c.endswith("_days") else "flag")}
             for j, c in enumerate(columns)
-            if c.startswith("fresh_") and c.endswith("_age_days") and not math.isnan(float(xn[i, j]))
+            if c.startswith("fresh_") and (changed_row[j] or c in ("fresh_stale", "fresh_sync_lag_flag"))
         ]
         add(
             "data_not_current", "system_data", 1e9,
             "决策时数据未及时同步（例如还款尚未到账），本次不利调整应暂缓或重新评估",
             "data were not current when the decision ran (e.g. a repayment had not synced); the adverse decision is held for re-run",
-            [{"feature": "freshness", "description": "; ".join(ages[:4]) or "freshness flags set", "before": "", "after": ""}],
+            vals[:4],
         )
     # Data reasons: credit-model groups for risk causes, fraud-model groups for fraud.
     credit_groups = _group_contrib(c_old, phi_c, fm)
@@ -729,7 +765,9 @@ def _plain(v):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     if isinstance(v, np.generic):
-        return v.item()
+        v = v.item()
+    if isinstance(v, float):
+        return float(f"{v:.6g}")
     return v if isinstance(v, (int, float, str, bool)) else str(v)
 
 
