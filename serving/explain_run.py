@@ -217,12 +217,18 @@ def measure_fidelity(records: pd.DataFrame, truth_um: pd.DataFrame) -> dict[str,
     }
     confusion = pd.crosstab(r["true_cause"], r["cause"]).to_dict(orient="index")
     rif = r["repaid_in_full_30d"].astype(bool).to_numpy()
+    # A first downgrade (the previous decision kept or raised the line) is the question users ask;
+    # a repeat (still in a lowering band) has its cause in an earlier month than the truth window.
+    first = ~r["prev_action"].isin(["lower", "freeze", "close", "defer"]).to_numpy() if "prev_action" in r else np.ones(len(r), bool)
     return {
         "as_of": f"{as_of.date()}",
         "prev_as_of": f"{prev_as_of.date()}",
         "downgrades": int(len(r)),
         "top_cause_match_share": float(match.mean()),
         "top_cause_match_share_repaid_in_full": float(match[rif].mean()) if rif.any() else None,
+        "new_downgrades": int(first.sum()),
+        "top_cause_match_share_new": float(match[first].mean()) if first.any() else None,
+        "top_cause_match_share_new_repaid_in_full": float(match[first & rif].mean()) if (first & rif).any() else None,
         "repaid_in_full_downgrades": int(rif.sum()),
         "sync_delay_cases": int(sync.sum()),
         "sync_delay_caught_share": float(r.loc[sync, "freshness_flag"].mean()) if sync.any() else None,
@@ -231,6 +237,7 @@ def measure_fidelity(records: pd.DataFrame, truth_um: pd.DataFrame) -> dict[str,
         "reproduced_share": float(r["reproduced"].mean()),
         "by_true_cause": by_true,
         "confusion": {k: {kk: int(vv) for kk, vv in v.items()} for k, v in confusion.items()},
+        "confusion_new": {k: {kk: int(vv) for kk, vv in v.items()} for k, v in pd.crosstab(r["true_cause"][first], r["cause"][first]).to_dict(orient="index").items()},
         "goals": {"top_cause_match_share": ">= 0.90", "sync_delay_caught_share": "1.0", "max_unchanged_attribution": "0.0"},
     }
 

@@ -11,7 +11,7 @@ import typer
 from serving.cli import app
 from serving.cli.common import CONFIG_OPTION, config_or_exit, fail
 
-explain_app = typer.Typer(help="Explain downgrades: reasons, recourse, reviewer reports.", no_args_is_help=False)
+explain_app = typer.Typer(no_args_is_help=False)
 app.add_typer(explain_app, name="explain")
 
 AS_OF = Annotated[datetime | None, typer.Option("--as-of", formats=["%Y-%m-%d"], help="As-of date YYYY-MM-DD.")]
