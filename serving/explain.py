@@ -75,6 +75,8 @@ ADVERSE_ACTIONS = ("lower", "freeze", "close", "defer")
 MAX_REASONS = 4
 # Demographic bands: never shown in a report, never a reason (and no rule reads them).
 NOT_REPORTED = frozenset({"ctx_age_band", "ctx_income_band", "ctx_city_tier"})
+# Context columns the line policy's rules read.
+RULE_CONTEXT = ("ctx_active_lenders_cnt", "ctx_dti_ratio", "ctx_kyc_expiry_days")
 _WINDOW = re.compile(r"_(\d+)(d|m)$")
 
 
@@ -191,18 +193,24 @@ def _mix_policy(pin_old, pin_new, regulation_new: bool, policy_new: bool):
 
 
 def select_downgrades(new_decisions: pd.DataFrame, old_decisions: pd.DataFrame) -> pd.DataFrame:
-    """Users in both decision sets whose new decision is adverse: lower, freeze, close, or defer."""
+    """Users in both decision sets whose usable line fell, or whose adverse decision was deferred.
+
+    The usable line is the line, or 0 when frozen or closed: a freeze or close after a keep counts,
+    a user frozen both times does not (nothing new happened to explain).
+    """
     need = ["user_id", "new_line_cny", "action"]
     for name, df in (("new decisions", new_decisions), ("previous decisions", old_decisions)):
         missing = [c for c in need if c not in df.columns]
         if missing:
             raise ValueError(f"explain: {name} lack column(s) {missing}")
-    old = old_decisions.set_index(old_decisions["user_id"].astype(str))
+    old = old_decisions.assign(user_id=old_decisions["user_id"].astype(str)).drop_duplicates("user_id").set_index("user_id")
     new = new_decisions.assign(user_id=new_decisions["user_id"].astype(str))
     new = new[new["user_id"].isin(old.index)]
-    prev_line = new["prev_line_cny"].to_numpy(np.float64) if "prev_line_cny" in new else old.loc[new["user_id"], "new_line_cny"].to_numpy()
-    adverse = new["action"].isin(["lower", "freeze", "close", "defer"]) | (new["new_line_cny"].to_numpy() < prev_line)
-    return new[adverse.to_numpy()].sort_values("user_id").reset_index(drop=True)
+    prev = old.loc[new["user_id"]]
+    usable_before = np.where(prev["action"].isin(["freeze", "close"]), 0.0, prev["new_line_cny"].to_numpy(np.float64))
+    usable_after = np.where(new["action"].isin(["freeze", "close"]), 0.0, new["new_line_cny"].to_numpy(np.float64))
+    adverse = (usable_after < usable_before - 0.5) | (new["action"] == "defer").to_numpy()
+    return new[adverse].sort_values("user_id").reset_index(drop=True)
 
 
 def _num(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -252,11 +260,16 @@ def explain_downgrades(
     reasons: dict | None = None,
     max_age_days: dict[str, float] | None = None,
     n_threads: int = 2,
+    sync_lag_share_limit: float = 0.01,
+    sync_max_dpd: float = 31.0,
 ) -> Explanations:
     """Explain every adverse decision in `new_decisions` against `old_decisions`.
 
     Models are LoadedModel-like (or already `prepare_model`-ed); policies are
     `serving.policy.Policy` objects, evaluated on their own as-of dates (`prev_as_of` for the old).
+    `sync_lag_share_limit` / `sync_max_dpd`: a book-wide share of late-arriving payments above the
+    limit marks a sync incident, during which a newly overdue installment at most `sync_max_dpd`
+    days past due is treated as possibly not synced.
     """
     from serving.policy import adverse_cutoff_logodds, decide_lines, required_columns, stale_mask
 
@@ -305,7 +318,15 @@ def explain_downgrades(
 
     # --- 1. Freshness first.
     limits = policy_new.max_age_days if max_age_days is None else max_age_days
-    stale = stale_mask(xn.reset_index(), limits) | (down["action"].to_numpy() == "defer")
+    flagged = stale_mask(xn.reset_index(), limits) | (down["action"].to_numpy() == "defer")
+    # A payment that has not reached the warehouse leaves no lag to see on the user. While payments
+    # arrive days late across the book (a sync incident), a newly overdue installment that is
+    # younger than the longest lag may be one of them: report it as not current, too.
+    book_lag = _num(xn_all, "fresh_payments_lag_share_7d")
+    newly_overdue = _num(xn_all, "inst_overdue_cnt_now") > _num(xo_all, "inst_overdue_cnt_now")
+    with np.errstate(invalid="ignore"):
+        suspect = (book_lag > sync_lag_share_limit) & newly_overdue & (_num(xn_all, "inst_dpd_now") <= sync_max_dpd)
+    stale = flagged | suspect
 
     # --- 2. Line-space Shapley over factors, by enumerating every old/new mix.
     prev_line = _num(down, "prev_line_cny")
@@ -430,7 +451,11 @@ def explain_downgrades(
     # A user whose line falls although nothing changed (someone who stays in a "lower" band is
     # lowered again each month) is explained by level: baseline Shapley of the new model against a
     # reference row in good standing (feature medians of users kept or raised at this as-of).
-    level = (np.abs(line_phi).sum(axis=1) < 1e-9) & ~stale
+    # The part of the drop that happens with nothing new (the old state, decided again now, is
+    # already lowered: the user stays in a lowering band). When it outweighs every factor, the
+    # downgrade is explained by level, like one where nothing changed at all.
+    line_continuing = values[:, 0] - prev_line
+    level = ((np.abs(line_phi).sum(axis=1) < 1e-9) | (-line_continuing > (-line_phi).max(axis=1, initial=0.0))) & ~stale
     phi_level_c = np.zeros((n, len(c_new.features)))
     phi_level_f = np.zeros((n, len(f_new.features)))
     if level.any():
@@ -447,7 +472,7 @@ def explain_downgrades(
             cause = "system_data"
         else:
             order = sorted(range(k), key=lambda j: (-round(drop[j], 6), j))
-            cause = FACTORS[order[0]] if drop[order[0]] > 1e-9 else None
+            cause = FACTORS[order[0]] if drop[order[0]] > 1e-9 and not level[i] else None
         if cause is None:
             cause = _level_cause(new_rules[i], actions[i], c_new, phi_level_c[i], col_cause)
         rm_c, rp_c, rm_f, rp_f = (c_new, phi_level_c[i], f_new, phi_level_f[i]) if level[i] else (c_old, phi_credit[i], f_old, phi_fraud[i])
@@ -470,12 +495,14 @@ def explain_downgrades(
             "prev_action": prev_actions[i],
             "repaid_in_full_30d": bool(repaid[i]),
             "freshness_flag": bool(stale[i]),
+            "freshness_reason": "flags" if flagged[i] else ("sync_incident" if suspect[i] else ""),
             "continuing": bool(level[i]),
             "cause": cause,
             "cause_zh": cz,
             "cause_en": ce,
             "who_fixes": WHO_FIXES[cause],
             **{f"line_shapley_{f}": shares[f] for f in FACTORS},
+            "line_continuing_cny": float(line_continuing[i]),
             "credit_margin_old": float(m0[i]),
             "credit_margin_data": float(m1[i]),
             "credit_margin_new": float(m2[i]),
@@ -650,6 +677,18 @@ def _reason_items(
         ba = _before_after(code, columns, changed_row, xn, xo, i, fm)
         scale = max(drop.get("fraud", 0.0), 0.0)
         add(code, "fraud", scale * 1e3 + w, zh, en, ba)
+    # Context columns drive rules (lender count, debt-to-income): a data factor can cut the line
+    # through them without moving the model's margin.
+    for j, c in enumerate(columns):
+        if not (c in RULE_CONTEXT and changed_row[j] and c in fm and c in col_cause):
+            continue
+        cat = col_cause[c]
+        if cat in drop and drop[cat] > 1e-9:
+            rc, zh, en = _reason_text(fm[c].reason, rs)
+            unit = fm[c].unit
+            add(fm[c].reason, cat, drop[cat] * 1e3 + 0.5, zh, en,
+                [{"feature": c, "description": fm[c].description, "before": format_value(float(xo[i, j]), unit),
+                  "after": format_value(float(xn[i, j]), unit)}])
     if drop["model_update"] > 1e-9 or (cv_old != cv_new and model_step_neg < 0):
         add(
             "model_update", "model_update", max(drop["model_update"], 0.0) * 1e3 - model_step_neg,

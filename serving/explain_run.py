@@ -12,6 +12,7 @@ and writes
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -197,11 +198,25 @@ def _truth_window(truth_um: pd.DataFrame, as_of: pd.Timestamp, prev_as_of: pd.Ti
             "sync_delay": g["cause_sync_delay"].any(),
         }
     )
+    for cause in TRUE_CAUSE_PRIORITY[:-1]:
+        col = f"cause_{cause}"
+        if col in t.columns:
+            out[f"flag_{cause}"] = g[col].any()
     return out
 
 
-def measure_fidelity(records: pd.DataFrame, truth_um: pd.DataFrame) -> dict[str, Any]:
-    """Top-cause agreement with the simulator, sync-delay catch rate, additivity and zero checks."""
+CALENDAR_CAUSES = {"regulation": "regulation", "risk_appetite": "policy"}
+
+
+def measure_fidelity(
+    records: pd.DataFrame, truth_um: pd.DataFrame, calendar: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Top-cause agreement with the simulator, sync-delay catch rate, additivity and zero checks.
+
+    The simulator's per-user truth knows only risk causes (its lender never applies the policy's
+    rules), so a downgrade blamed on a regulation or risk-appetite change counts as a match when
+    the scenario calendar (also ground truth) starts that change between the two decisions.
+    """
     if records.empty:
         return {"downgrades": 0}
     as_of = pd.Timestamp(records["as_of"].iloc[0])
@@ -209,8 +224,21 @@ def measure_fidelity(records: pd.DataFrame, truth_um: pd.DataFrame) -> dict[str,
     truth = _truth_window(truth_um, as_of, prev_as_of)
     r = records.assign(user_id=records["user_id"].astype(str)).join(truth, on="user_id")
     r = r.assign(true_cause=r["true_cause"].fillna("none"), sync_delay=r["sync_delay"].fillna(False).astype(bool))
-    match = np.array([c in TRUE_CAUSE_MATCH[t] for c, t in zip(r["cause"], r["true_cause"], strict=True)])
+    started = {
+        CALENDAR_CAUSES[e["name"]]
+        for e in (calendar or [])
+        if e.get("name") in CALENDAR_CAUSES and prev_as_of < pd.Timestamp(e["start"]) <= as_of
+    }
+    by_calendar = r["cause"].isin(sorted(started)).to_numpy()
+    match = np.array([c in TRUE_CAUSE_MATCH[t] for c, t in zip(r["cause"], r["true_cause"], strict=True)]) | by_calendar
     sync = r["sync_delay"].to_numpy()
+    # Lenient: the cause matches any risk cause the simulator flagged in the window (its primary
+    # cause is a fixed priority, behaviour before bureau, not the larger effect).
+    flag_cols = [c for c in r.columns if c.startswith("flag_")]
+    any_match = match.copy()
+    for col in flag_cols:
+        ok = r[col].fillna(False).astype(bool).to_numpy() & r["cause"].isin(sorted(TRUE_CAUSE_MATCH[col[5:]])).to_numpy()
+        any_match |= ok
     by_true = {
         t: {"n": int((r["true_cause"] == t).sum()), "match_share": float(match[(r["true_cause"] == t).to_numpy()].mean())}
         for t in sorted(r["true_cause"].unique())
@@ -226,10 +254,13 @@ def measure_fidelity(records: pd.DataFrame, truth_um: pd.DataFrame) -> dict[str,
         "downgrades": int(len(r)),
         "top_cause_match_share": float(match.mean()),
         "top_cause_match_share_repaid_in_full": float(match[rif].mean()) if rif.any() else None,
+        "top_cause_match_any_flagged": float(any_match.mean()),
         "new_downgrades": int(first.sum()),
         "top_cause_match_share_new": float(match[first].mean()) if first.any() else None,
         "top_cause_match_share_new_repaid_in_full": float(match[first & rif].mean()) if (first & rif).any() else None,
         "repaid_in_full_downgrades": int(rif.sum()),
+        "calendar_changes_in_window": sorted(started),
+        "matched_by_calendar": int((by_calendar & ~np.array([c in TRUE_CAUSE_MATCH[t] for c, t in zip(r["cause"], r["true_cause"], strict=True)])).sum()),
         "sync_delay_cases": int(sync.sum()),
         "sync_delay_caught_share": float(r.loc[sync, "freshness_flag"].mean()) if sync.any() else None,
         "max_additivity_error": float(r["additivity_error"].max()),
@@ -253,7 +284,9 @@ def run_fidelity(as_of: str | pd.Timestamp, explanations_dir: str | Path, truth_
     if not truth_path.exists():
         raise FileNotFoundError(f"{truth_path} not found: fidelity needs a simulated world's ground truth")
     records = read_table_dir(path)
-    truth = read_table_dir(truth_path, columns=["user_id", "month", "primary_cause", "cause_sync_delay"])
-    figures = measure_fidelity(records, truth)
+    truth = read_table_dir(truth_path)
+    cal_path = Path(truth_dir) / "scenario_calendar.json"
+    calendar = json.loads(cal_path.read_text(encoding="utf-8")) if cal_path.exists() else []
+    figures = measure_fidelity(records, truth, calendar)
     out = write_json(figures, folder / "fidelity.json")
     return figures, out
