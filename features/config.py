@@ -30,6 +30,10 @@ class SimulationConfig(_Frozen):
     chunk_users: int = Field(50_000, gt=0, description="users generated per chunk (bounds memory)")
 
 
+class FeaturesConfig(_Frozen):
+    threads: int = Field(2, ge=1, description="DuckDB threads for the feature build")
+
+
 class TrainingConfig(_Frozen):
     seed: int = 42
     num_threads: int = Field(2, ge=1)
@@ -45,6 +49,7 @@ class ExplainConfig(_Frozen):
 class Config(_Frozen):
     paths: PathsConfig = PathsConfig()
     simulation: SimulationConfig = SimulationConfig()
+    features: FeaturesConfig = FeaturesConfig()
     training: TrainingConfig = TrainingConfig()
     explain: ExplainConfig = ExplainConfig()
 

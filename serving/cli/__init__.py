@@ -36,6 +36,7 @@ def _register() -> None:
     # Each command module adds its commands to `app` when imported.
     import serving.cli.demo  # noqa: F401
     import serving.cli.explain  # noqa: F401
+    import serving.cli.features  # noqa: F401
     import serving.cli.simulate  # noqa: F401
 
 
