@@ -101,7 +101,9 @@ def compile_booster(booster, feature_names: list[str] | None = None) -> Compiled
             nonlocal max_depth
             if "split_feature" not in node:
                 if "leaf_coeff" in node or "leaf_features" in node:
-                    raise ValueError(f"attribution: tree {t} is a linear tree (linear_tree=True); not supported")
+                    raise ValueError(
+                        f"attribution: tree {t} is a linear tree (linear_tree=True); not supported"
+                    )
                 leaf_values.append(float(node["leaf_value"]))
                 max_depth = max(max_depth, depth)
                 return -len(leaf_values)
@@ -113,7 +115,9 @@ def compile_booster(booster, feature_names: list[str] | None = None) -> Compiled
                     "for numeric splits: encode categoricals as numbers before training"
                 )
             if name not in position:
-                raise ValueError(f"attribution: the model splits on {name!r}, which is not among the given feature names")
+                raise ValueError(
+                    f"attribution: the model splits on {name!r}, which is not among the given feature names"
+                )
             i = len(feat)
             feat.append(position[name])
             thr.append(float(node["threshold"]))
@@ -253,7 +257,11 @@ def _margin_kernel(x, roots, feat, thr, dl, mt, left, right, leaf_value, out):
             node = roots[t]
             while node >= 0:
                 j = feat[node]
-                node = left[node] if _goes_left(x[p, j], thr[node], dl[node], mt[node]) else right[node]
+                node = (
+                    left[node]
+                    if _goes_left(x[p, j], thr[node], dl[node], mt[node])
+                    else right[node]
+                )
             s += leaf_value[-node - 1]
         out[p] += s
 
@@ -262,13 +270,17 @@ def _as_matrix(x, names: tuple[str, ...], what: str) -> np.ndarray:
     if hasattr(x, "columns"):
         absent = [n for n in names if n not in x.columns]
         if absent:
-            raise ValueError(f"attribution: {what} lacks feature columns {absent[:5]} ({len(absent)} missing)")
+            raise ValueError(
+                f"attribution: {what} lacks feature columns {absent[:5]} ({len(absent)} missing)"
+            )
         x = x[list(names)].to_numpy(dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != len(names):
-        raise ValueError(f"attribution: {what} must have {len(names)} feature columns, got shape {x.shape}")
+        raise ValueError(
+            f"attribution: {what} must have {len(names)} feature columns, got shape {x.shape}"
+        )
     return np.ascontiguousarray(x)
 
 
@@ -287,7 +299,9 @@ def attribute(ct: CompiledTrees, x_new, x_old, n_threads: int = 1) -> np.ndarray
     xn = _as_matrix(x_new, ct.feature_names, "x_new")
     xo = _as_matrix(x_old, ct.feature_names, "x_old")
     if xn.shape != xo.shape:
-        raise ValueError(f"attribution: x_new {xn.shape} and x_old {xo.shape} must have the same shape")
+        raise ValueError(
+            f"attribution: x_new {xn.shape} and x_old {xo.shape} must have the same shape"
+        )
     out = np.zeros(xn.shape)
     if xn.shape[0] == 0 or len(ct.roots) == 0:
         return out
@@ -296,8 +310,20 @@ def attribute(ct: CompiledTrees, x_new, x_old, n_threads: int = 1) -> np.ndarray
     def run(bounds: tuple[int, int]) -> None:
         s, e = bounds
         _shapley_kernel(
-            xn[s:e], xo[s:e], ct.roots, ct.split_feature, ct.threshold, ct.default_left,
-            ct.missing_type, ct.left, ct.right, ct.leaf_value, wa, wb, ct.max_depth, out[s:e],
+            xn[s:e],
+            xo[s:e],
+            ct.roots,
+            ct.split_feature,
+            ct.threshold,
+            ct.default_left,
+            ct.missing_type,
+            ct.left,
+            ct.right,
+            ct.leaf_value,
+            wa,
+            wb,
+            ct.max_depth,
+            out[s:e],
         )
 
     blocks = _blocks(xn.shape[0], n_threads)
@@ -320,8 +346,16 @@ def raw_margin(ct: CompiledTrees, x, n_threads: int = 1) -> np.ndarray:
     def run(bounds: tuple[int, int]) -> None:
         s, e = bounds
         _margin_kernel(
-            xm[s:e], ct.roots, ct.split_feature, ct.threshold, ct.default_left, ct.missing_type,
-            ct.left, ct.right, ct.leaf_value, out[s:e],
+            xm[s:e],
+            ct.roots,
+            ct.split_feature,
+            ct.threshold,
+            ct.default_left,
+            ct.missing_type,
+            ct.left,
+            ct.right,
+            ct.leaf_value,
+            out[s:e],
         )
 
     blocks = _blocks(xm.shape[0], n_threads)

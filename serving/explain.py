@@ -69,7 +69,15 @@ WHO_FIXES = {
     "system_data": "engineering",
 }
 # Factors of the line-space enumeration, in tie-break order.
-FACTORS = ("regulation", "policy", "model_update", "risk_bureau", "risk_behaviour", "fraud", "system_data")
+FACTORS = (
+    "regulation",
+    "policy",
+    "model_update",
+    "risk_bureau",
+    "risk_behaviour",
+    "fraud",
+    "system_data",
+)
 DATA_FACTORS = ("risk_bureau", "risk_behaviour", "fraud", "system_data", "regulation_data")
 ADVERSE_ACTIONS = ("lower", "freeze", "close", "defer")
 MAX_REASONS = 4
@@ -135,7 +143,9 @@ def column_cause(name: str, features_meta: dict, reasons: dict) -> str:
         return "system_data"
     meta = features_meta.get(name)
     if meta is None:
-        raise ValueError(f"explain: column {name!r} has no entry in features.metadata.FEATURES; add one")
+        raise ValueError(
+            f"explain: column {name!r} has no entry in features.metadata.FEATURES; add one"
+        )
     return reasons[meta.reason].cause
 
 
@@ -203,12 +213,20 @@ def select_downgrades(new_decisions: pd.DataFrame, old_decisions: pd.DataFrame) 
         missing = [c for c in need if c not in df.columns]
         if missing:
             raise ValueError(f"explain: {name} lack column(s) {missing}")
-    old = old_decisions.assign(user_id=old_decisions["user_id"].astype(str)).drop_duplicates("user_id").set_index("user_id")
+    old = (
+        old_decisions.assign(user_id=old_decisions["user_id"].astype(str))
+        .drop_duplicates("user_id")
+        .set_index("user_id")
+    )
     new = new_decisions.assign(user_id=new_decisions["user_id"].astype(str))
     new = new[new["user_id"].isin(old.index)]
     prev = old.loc[new["user_id"]]
-    usable_before = np.where(prev["action"].isin(["freeze", "close"]), 0.0, prev["new_line_cny"].to_numpy(np.float64))
-    usable_after = np.where(new["action"].isin(["freeze", "close"]), 0.0, new["new_line_cny"].to_numpy(np.float64))
+    usable_before = np.where(
+        prev["action"].isin(["freeze", "close"]), 0.0, prev["new_line_cny"].to_numpy(np.float64)
+    )
+    usable_after = np.where(
+        new["action"].isin(["freeze", "close"]), 0.0, new["new_line_cny"].to_numpy(np.float64)
+    )
     adverse = (usable_after < usable_before - 0.5) | (new["action"] == "defer").to_numpy()
     return new[adverse].sort_values("user_id").reset_index(drop=True)
 
@@ -280,7 +298,12 @@ def explain_downgrades(
     prev_as_of = pd.Timestamp(prev_as_of)
     models = {
         k: (m if isinstance(m, PreparedModel) else prepare_model(m))
-        for k, m in (("credit_old", credit_old), ("credit_new", credit_new), ("fraud_old", fraud_old), ("fraud_new", fraud_new))
+        for k, m in (
+            ("credit_old", credit_old),
+            ("credit_new", credit_new),
+            ("fraud_old", fraud_old),
+            ("fraud_new", fraud_new),
+        )
     }
     down = select_downgrades(new_decisions, old_decisions)
     if users is not None:
@@ -288,15 +311,29 @@ def explain_downgrades(
     n = len(down)
     log.info("explaining %d adverse decisions at %s against %s", n, as_of.date(), prev_as_of.date())
     if n == 0:
-        return Explanations(records=pd.DataFrame({"user_id": pd.Series(dtype=str)}), details=[], summary={"explained": 0})
+        return Explanations(
+            records=pd.DataFrame({"user_id": pd.Series(dtype=str)}),
+            details=[],
+            summary={"explained": 0},
+        )
     ids = down["user_id"].to_numpy()
-    old_dec = old_decisions.assign(user_id=old_decisions["user_id"].astype(str)).set_index("user_id").loc[ids]
+    old_dec = (
+        old_decisions.assign(user_id=old_decisions["user_id"].astype(str))
+        .set_index("user_id")
+        .loc[ids]
+    )
 
     def rows(frame: pd.DataFrame, what: str) -> pd.DataFrame:
-        f = frame.assign(user_id=frame["user_id"].astype(str)).drop_duplicates("user_id").set_index("user_id")
+        f = (
+            frame.assign(user_id=frame["user_id"].astype(str))
+            .drop_duplicates("user_id")
+            .set_index("user_id")
+        )
         absent = [u for u in ids if u not in f.index]
         if absent:
-            raise ValueError(f"explain: {what} has no row for {len(absent)} explained user(s) (first: {absent[0]})")
+            raise ValueError(
+                f"explain: {what} has no row for {len(absent)} explained user(s) (first: {absent[0]})"
+            )
         return f.loc[ids]
 
     xn_all = rows(new_features, "new feature snapshot")
@@ -305,7 +342,9 @@ def explain_downgrades(
     ctx_cols = sorted(
         c
         for c in xn_all.columns
-        if (c.startswith("ctx_") or c.startswith("fresh_")) and c in xo_all.columns and c not in NOT_REPORTED
+        if (c.startswith("ctx_") or c.startswith("fresh_"))
+        and c in xo_all.columns
+        and c not in NOT_REPORTED
     )
     columns = [c for c in dict.fromkeys(model_cols + ctx_cols)]
     for c in model_cols:
@@ -325,7 +364,11 @@ def explain_downgrades(
     book_lag = _num(xn_all, "fresh_payments_lag_share_7d")
     newly_overdue = _num(xn_all, "inst_overdue_cnt_now") > _num(xo_all, "inst_overdue_cnt_now")
     with np.errstate(invalid="ignore"):
-        suspect = (book_lag > sync_lag_share_limit) & newly_overdue & (_num(xn_all, "inst_dpd_now") <= sync_max_dpd)
+        suspect = (
+            (book_lag > sync_lag_share_limit)
+            & newly_overdue
+            & (_num(xn_all, "inst_dpd_now") <= sync_max_dpd)
+        )
     stale = flagged | suspect
 
     # --- 2. Line-space Shapley over factors, by enumerating every old/new mix.
@@ -338,7 +381,8 @@ def explain_downgrades(
     pos = {c: j for j, c in enumerate(columns)}
     model_idx = {key: [pos[c] for c in m.features] for key, m in models.items()}
     rule_cols = sorted(
-        set(required_columns(pin_old, as_of, limits)) | set(required_columns(pin_new, as_of, limits))
+        set(required_columns(pin_old, as_of, limits))
+        | set(required_columns(pin_new, as_of, limits))
     )
     for c in rule_cols:
         if c not in pos:
@@ -353,21 +397,38 @@ def explain_downgrades(
             hyb = np.where(take_new[None, :], nv, ov)
             hybrid_scores[dmask] = {
                 "rule_cols": {c: hyb[:, pos[c]] for c in rule_cols},
-                **{key: m.margin(hyb[:, model_idx[key]], n_threads=n_threads) for key, m in models.items()},
+                **{
+                    key: m.margin(hyb[:, model_idx[key]], n_threads=n_threads)
+                    for key, m in models.items()
+                },
             }
         return hybrid_scores[dmask]
 
     # A factor that did not change is a dummy player (Shapley value 0): leave it out of the mixes.
     changed_cols = ~_same(nv, ov)
-    moved = {key: bool(changed_cols[:, [col_cause[c] == key for c in columns]].any()) for key in data_keys}
+    moved = {
+        key: bool(changed_cols[:, [col_cause[c] == key for c in columns]].any())
+        for key in data_keys
+    }
     plain = dict(version="", digest="", regulations=())
     active = [
         f
         for f in FACTORS
-        if (f == "regulation" and (pin_old.regulations != pin_new.regulations or moved["regulation_data"]))
-        or (f == "policy" and dataclasses.replace(pin_old, **plain) != dataclasses.replace(pin_new, **plain))
-        or (f == "model_update" and (_model_key(models["credit_old"]) != _model_key(models["credit_new"])
-                                     or _model_key(models["fraud_old"]) != _model_key(models["fraud_new"])))
+        if (
+            f == "regulation"
+            and (pin_old.regulations != pin_new.regulations or moved["regulation_data"])
+        )
+        or (
+            f == "policy"
+            and dataclasses.replace(pin_old, **plain) != dataclasses.replace(pin_new, **plain)
+        )
+        or (
+            f == "model_update"
+            and (
+                _model_key(models["credit_old"]) != _model_key(models["credit_new"])
+                or _model_key(models["fraud_old"]) != _model_key(models["fraud_new"])
+            )
+        )
         or moved.get(f, False)
     ]
     k = len(active)
@@ -402,14 +463,15 @@ def explain_downgrades(
     if k:
         line_phi[:, [FACTORS.index(f) for f in active]] = _shapley_from_subsets(values, k)
     k = len(FACTORS)
-    reproduced = (np.abs(full_new["new_line_cny"].to_numpy() - _num(down, "new_line_cny")) < 0.5) & (
-        full_new["action"].to_numpy().astype(str) == down["action"].to_numpy().astype(str)
-    )
+    reproduced = (
+        np.abs(full_new["new_line_cny"].to_numpy() - _num(down, "new_line_cny")) < 0.5
+    ) & (full_new["action"].to_numpy().astype(str) == down["action"].to_numpy().astype(str))
     if not reproduced.all():
         log.warning(
             "explain: %d of %d decisions were not reproduced by re-running the policy on the "
             "recorded models and snapshot (different models or policy file?)",
-            int((~reproduced).sum()), n,
+            int((~reproduced).sum()),
+            n,
         )
 
     # --- 3. Log-odds margins, step by step, and exact Shapley over features for the data steps.
@@ -418,11 +480,15 @@ def explain_downgrades(
     m0 = c_old.margin(xo[list(c_old.features)], n_threads)
     m1 = c_old.margin(xn[list(c_old.features)], n_threads)
     m2 = c_new.margin(xn[list(c_new.features)], n_threads)
-    phi_credit = c_old.calib_a * attribute(c_old.trees, xn[list(c_old.features)], xo[list(c_old.features)], n_threads)
+    phi_credit = c_old.calib_a * attribute(
+        c_old.trees, xn[list(c_old.features)], xo[list(c_old.features)], n_threads
+    )
     g0 = f_old.margin(xo[list(f_old.features)], n_threads)
     g1 = f_old.margin(xn[list(f_old.features)], n_threads)
     g2 = f_new.margin(xn[list(f_new.features)], n_threads)
-    phi_fraud = f_old.calib_a * attribute(f_old.trees, xn[list(f_old.features)], xo[list(f_old.features)], n_threads)
+    phi_fraud = f_old.calib_a * attribute(
+        f_old.trees, xn[list(f_old.features)], xo[list(f_old.features)], n_threads
+    )
     cut_old = adverse_cutoff_logodds(policy_old, prev_as_of)
     cut_new = adverse_cutoff_logodds(policy_new, as_of)
     fz_old = float(np.log(policy_old.fraud_freeze_p) - np.log1p(-policy_old.fraud_freeze_p))
@@ -437,13 +503,23 @@ def explain_downgrades(
     # --- 4. Per user: cause, reasons, recourse.
     recourse = _recourse_search(c_new, xn, xo, cut_new, fm, n_threads)
     changed = ~_same(nv, ov)
-    new_rules = [set(filter(None, str(r).split(";"))) for r in down.get("rules_fired", pd.Series([""] * n)).fillna("")]
-    old_rules = [set(filter(None, str(r).split(";"))) for r in old_dec.get("rules_fired", pd.Series([""] * n, index=old_dec.index)).fillna("")]
+    new_rules = [
+        set(filter(None, str(r).split(";")))
+        for r in down.get("rules_fired", pd.Series([""] * n)).fillna("")
+    ]
+    old_rules = [
+        set(filter(None, str(r).split(";")))
+        for r in old_dec.get("rules_fired", pd.Series([""] * n, index=old_dec.index)).fillna("")
+    ]
 
     old_rows = old_dec.reset_index().to_dict("records")
     new_rows = down.to_dict("records")
     fresh_cols = sorted(c for c in xn_all.columns if c.startswith("fresh_"))
-    fresh_vals = xn_all[fresh_cols].to_numpy(dtype=np.float64, na_value=np.nan) if fresh_cols else np.zeros((n, 0))
+    fresh_vals = (
+        xn_all[fresh_cols].to_numpy(dtype=np.float64, na_value=np.nan)
+        if fresh_cols
+        else np.zeros((n, 0))
+    )
     repaid = _num(xn_all, "ctx_repaid_in_full_30d") == 1
     new_line = _num(down, "new_line_cny")
     actions = down["action"].to_numpy().astype(str)
@@ -455,14 +531,19 @@ def explain_downgrades(
     # already lowered: the user stays in a lowering band). When it outweighs every factor, the
     # downgrade is explained by level, like one where nothing changed at all.
     line_continuing = values[:, 0] - prev_line
-    level = ((np.abs(line_phi).sum(axis=1) < 1e-9) | (-line_continuing > (-line_phi).max(axis=1, initial=0.0))) & ~stale
+    level = (
+        (np.abs(line_phi).sum(axis=1) < 1e-9)
+        | (-line_continuing > (-line_phi).max(axis=1, initial=0.0))
+    ) & ~stale
     phi_level_c = np.zeros((n, len(c_new.features)))
     phi_level_f = np.zeros((n, len(f_new.features)))
     if level.any():
         for mdl, out_phi in ((c_new, phi_level_c), (f_new, phi_level_f)):
             ref = _good_standing(new_features, new_decisions, mdl.features)
             rows_ = xn[list(mdl.features)].to_numpy()[level]
-            out_phi[level] = mdl.calib_a * attribute(mdl.trees, rows_, np.repeat(ref[None, :], len(rows_), axis=0), n_threads)
+            out_phi[level] = mdl.calib_a * attribute(
+                mdl.trees, rows_, np.repeat(ref[None, :], len(rows_), axis=0), n_threads
+            )
     records, details = [], []
     for i in range(n):
         uid = ids[i]
@@ -475,14 +556,39 @@ def explain_downgrades(
             cause = FACTORS[order[0]] if drop[order[0]] > 1e-9 and not level[i] else None
         if cause is None:
             cause = _level_cause(new_rules[i], actions[i], c_new, phi_level_c[i], col_cause)
-        rm_c, rp_c, rm_f, rp_f = (c_new, phi_level_c[i], f_new, phi_level_f[i]) if level[i] else (c_old, phi_credit[i], f_old, phi_fraud[i])
+        rm_c, rp_c, rm_f, rp_f = (
+            (c_new, phi_level_c[i], f_new, phi_level_f[i])
+            if level[i]
+            else (c_old, phi_credit[i], f_old, phi_fraud[i])
+        )
         items = _reason_items(
-            i, cause, shares, columns, col_cause, changed[i] | level[i], nv, ov, rm_c, rp_c, rm_f, rp_f,
-            fm, rs, m1[i] - m2[i], cut_old - cut_new, new_rules[i] - old_rules[i], stale[i], c_old.version,
-            c_new.version, policy_old.version, policy_new.version,
+            i,
+            cause,
+            shares,
+            columns,
+            col_cause,
+            changed[i] | level[i],
+            nv,
+            ov,
+            rm_c,
+            rp_c,
+            rm_f,
+            rp_f,
+            fm,
+            rs,
+            m1[i] - m2[i],
+            cut_old - cut_new,
+            new_rules[i] - old_rules[i],
+            stale[i],
+            c_old.version,
+            c_new.version,
+            policy_old.version,
+            policy_new.version,
         )
         reasons_top = items[:MAX_REASONS]
-        rec = _recourse_for(i, cause, recourse, nv, ov, changed[i], columns, fm, rs, as_of, new_rules[i])
+        rec = _recourse_for(
+            i, cause, recourse, nv, ov, changed[i], columns, fm, rs, as_of, new_rules[i]
+        )
         cz, ce = CAUSE_TEXT[cause]
         waterfall = _waterfall(i, m0[i], cut_old, cut_new, phi_credit[i], c_old, m1[i], m2[i], fm)
         row = {
@@ -547,8 +653,23 @@ def explain_downgrades(
                 "reasons": reasons_top,
                 "other_reasons": items[MAX_REASONS:],
                 "waterfall": waterfall,
-                "fraud_waterfall": _fraud_waterfall(g0[i], fz_old, fz_new, phi_fraud[i], f_old, g1[i], g2[i], fm, rs),
-                "changed_features": _changed_table(i, columns, changed[i], nv, ov, col_cause, fm, rs, c_old, phi_credit[i], f_old, phi_fraud[i]),
+                "fraud_waterfall": _fraud_waterfall(
+                    g0[i], fz_old, fz_new, phi_fraud[i], f_old, g1[i], g2[i], fm, rs
+                ),
+                "changed_features": _changed_table(
+                    i,
+                    columns,
+                    changed[i],
+                    nv,
+                    ov,
+                    col_cause,
+                    fm,
+                    rs,
+                    c_old,
+                    phi_credit[i],
+                    f_old,
+                    phi_fraud[i],
+                ),
                 "freshness": _freshness_panel(fresh_cols, fresh_vals[i], stale[i], limits),
                 "trace": _trace(old_rows[i], new_rows[i]),
                 "recourse": rec,
@@ -579,7 +700,9 @@ def _good_standing(features: pd.DataFrame, decisions: pd.DataFrame, names) -> np
         return np.nanmedian(x, axis=0)
 
 
-def _level_cause(rules: set[str], action: str, model: PreparedModel, phi: np.ndarray, col_cause: dict) -> str:
+def _level_cause(
+    rules: set[str], action: str, model: PreparedModel, phi: np.ndarray, col_cause: dict
+) -> str:
     """Cause of a continuing downgrade: the binding rule, else the risk family that keeps PD high."""
     if action == "freeze" and any(r.startswith("FRAUD") for r in rules):
         return "fraud"
@@ -603,7 +726,9 @@ def _group_contrib(model: PreparedModel, phi: np.ndarray, fm: dict) -> dict[str,
     return out
 
 
-def _before_after(code: str, columns, changed_row, xn, xo, i, fm, limit: int = 3) -> list[dict[str, str]]:
+def _before_after(
+    code: str, columns, changed_row, xn, xo, i, fm, limit: int = 3
+) -> list[dict[str, str]]:
     out = []
     for j, c in enumerate(columns):
         if changed_row[j] and c in fm and fm[c].reason == code:
@@ -621,14 +746,36 @@ def _before_after(code: str, columns, changed_row, xn, xo, i, fm, limit: int = 3
 
 def _values_text(ba: list[dict[str, str]]) -> str:
     return "; ".join(
-        f"{b['description']}: {b['after']} (unchanged)" if b["before"] == b["after"] else f"{b['description']}: {b['before']} → {b['after']}"
+        f"{b['description']}: {b['after']} (unchanged)"
+        if b["before"] == b["after"]
+        else f"{b['description']}: {b['before']} → {b['after']}"
         for b in ba
     )
 
 
 def _reason_items(
-    i, cause, shares, columns, col_cause, changed_row, xn, xo, c_old, phi_c, f_old, phi_f, fm, rs,
-    model_step_neg, policy_step, rules_new, stale, cv_old, cv_new, pv_old, pv_new,
+    i,
+    cause,
+    shares,
+    columns,
+    col_cause,
+    changed_row,
+    xn,
+    xo,
+    c_old,
+    phi_c,
+    f_old,
+    phi_f,
+    fm,
+    rs,
+    model_step_neg,
+    policy_step,
+    rules_new,
+    stale,
+    cv_old,
+    cv_new,
+    pv_old,
+    pv_new,
 ) -> list[dict[str, Any]]:
     """All reasons for one user, ranked: the top cause's reasons first, then by weight."""
     items: list[dict[str, Any]] = []
@@ -648,14 +795,20 @@ def _reason_items(
 
     if stale:
         vals = [
-            {"feature": c, "description": c.removeprefix("fresh_").replace("_", " "),
-             "before": format_value(float(xo[i, j]), "days" if c.endswith("_days") else "flag"),
-             "after": format_value(float(xn[i, j]), "days" if c.endswith("_days") else "flag")}
+            {
+                "feature": c,
+                "description": c.removeprefix("fresh_").replace("_", " "),
+                "before": format_value(float(xo[i, j]), "days" if c.endswith("_days") else "flag"),
+                "after": format_value(float(xn[i, j]), "days" if c.endswith("_days") else "flag"),
+            }
             for j, c in enumerate(columns)
-            if c.startswith("fresh_") and (changed_row[j] or c in ("fresh_stale", "fresh_sync_lag_flag"))
+            if c.startswith("fresh_")
+            and (changed_row[j] or c in ("fresh_stale", "fresh_sync_lag_flag"))
         ]
         add(
-            "data_not_current", "system_data", 1e9,
+            "data_not_current",
+            "system_data",
+            1e9,
             "决策时数据未及时同步（例如还款尚未到账），本次不利调整应暂缓或重新评估",
             "data were not current when the decision ran (e.g. a repayment had not synced); the adverse decision is held for re-run",
             vals[:4],
@@ -686,18 +839,34 @@ def _reason_items(
         if cat in drop and drop[cat] > 1e-9:
             rc, zh, en = _reason_text(fm[c].reason, rs)
             unit = fm[c].unit
-            add(fm[c].reason, cat, drop[cat] * 1e3 + 0.5, zh, en,
-                [{"feature": c, "description": fm[c].description, "before": format_value(float(xo[i, j]), unit),
-                  "after": format_value(float(xn[i, j]), unit)}])
+            add(
+                fm[c].reason,
+                cat,
+                drop[cat] * 1e3 + 0.5,
+                zh,
+                en,
+                [
+                    {
+                        "feature": c,
+                        "description": fm[c].description,
+                        "before": format_value(float(xo[i, j]), unit),
+                        "after": format_value(float(xn[i, j]), unit),
+                    }
+                ],
+            )
     if drop["model_update"] > 1e-9 or (cv_old != cv_new and model_step_neg < 0):
         add(
-            "model_update", "model_update", max(drop["model_update"], 0.0) * 1e3 - model_step_neg,
+            "model_update",
+            "model_update",
+            max(drop["model_update"], 0.0) * 1e3 - model_step_neg,
             f"信用模型由 v{cv_old} 更新为 v{cv_new}，同样数据下风险评分变化 {-model_step_neg:+.2f}（对数几率）",
             f"credit model updated v{cv_old} → v{cv_new}: the same data score {-model_step_neg:+.2f} log-odds",
         )
     if drop["policy"] > 1e-9 or policy_step > 1e-9:
         add(
-            "policy", "policy", max(drop["policy"], 0.0) * 1e3 + policy_step,
+            "policy",
+            "policy",
+            max(drop["policy"], 0.0) * 1e3 + policy_step,
             f"风险偏好 / 额度政策收紧（{pv_old} → {pv_new}），不利调整门槛对数几率变化 {-policy_step:+.2f}",
             f"risk appetite / line policy tightened ({pv_old} → {pv_new}); adverse cut-off moved {-policy_step:+.2f} log-odds",
         )
@@ -708,19 +877,38 @@ def _reason_items(
             if c in columns:
                 j = columns.index(c)
                 unit = fm[c].unit if c in fm else ""
-                ctx.append({"feature": c, "description": fm[c].description if c in fm else c, "before": format_value(float(xo[i, j]), unit), "after": format_value(float(xn[i, j]), unit)})
+                ctx.append(
+                    {
+                        "feature": c,
+                        "description": fm[c].description if c in fm else c,
+                        "before": format_value(float(xo[i, j]), unit),
+                        "after": format_value(float(xn[i, j]), unit),
+                    }
+                )
         add(
-            "regulation", "regulation", max(drop["regulation"], 0.0) * 1e3 + 1.0,
+            "regulation",
+            "regulation",
+            max(drop["regulation"], 0.0) * 1e3 + 1.0,
             f"监管规则限制额度：{', '.join(regs)}",
             f"a regulatory rule caps or freezes the line: {', '.join(regs)}",
             ctx,
         )
     if drop["system_data"] > 1e-9 and not stale:
-        add("data_not_current", "system_data", drop["system_data"] * 1e3, "数据新鲜度变化影响了决策", "data freshness changed the decision")
+        add(
+            "data_not_current",
+            "system_data",
+            drop["system_data"] * 1e3,
+            "数据新鲜度变化影响了决策",
+            "data freshness changed the decision",
+        )
     items.sort(key=lambda it: (it["cause"] != cause, -it["weight"], it["code"]))
     for it in items:  # one entry per code (data reasons may appear from both models)
-        it["text_en_full"] = it["text_en"] + (f" ({_values_text(it['values'])})" if it["values"] else "")
-        it["text_zh_full"] = it["text_zh"] + (f"（{_values_text(it['values'])}）" if it["values"] else "")
+        it["text_en_full"] = it["text_en"] + (
+            f" ({_values_text(it['values'])})" if it["values"] else ""
+        )
+        it["text_zh_full"] = it["text_zh"] + (
+            f"（{_values_text(it['values'])}）" if it["values"] else ""
+        )
     seen, unique = set(), []
     for it in items:
         if it["code"] not in seen:
@@ -729,35 +917,70 @@ def _reason_items(
     return unique
 
 
-def _waterfall(i, m0, cut_old, cut_new, phi, model, m1, m2, fm, top: int = 6) -> list[dict[str, Any]]:
+def _waterfall(
+    i, m0, cut_old, cut_new, phi, model, m1, m2, fm, top: int = 6
+) -> list[dict[str, Any]]:
     """Steps of the credit decision margin (log-odds above the adverse cut-off), old -> new."""
-    steps = [{"label": "old decision margin", "label_zh": "原决策边际", "value": float(m0 - cut_old), "kind": "start"}]
+    steps = [
+        {
+            "label": "old decision margin",
+            "label_zh": "原决策边际",
+            "value": float(m0 - cut_old),
+            "kind": "start",
+        }
+    ]
     groups = _group_contrib(model, phi, fm)
     ranked = sorted(groups.items(), key=lambda kv: -abs(kv[1]))
     for code, v in ranked[:top]:
-        steps.append({"label": f"data: {code}", "label_zh": f"数据：{code}", "value": v, "kind": "data"})
+        steps.append(
+            {"label": f"data: {code}", "label_zh": f"数据：{code}", "value": v, "kind": "data"}
+        )
     rest = sum(v for _, v in ranked[top:])
     if ranked[top:]:
-        steps.append({"label": "data: other", "label_zh": "数据：其他", "value": rest, "kind": "data"})
-    steps.append({"label": "model update", "label_zh": "模型更新", "value": float(m2 - m1), "kind": "model"})
-    steps.append({"label": "policy cut-off", "label_zh": "政策门槛", "value": float(cut_old - cut_new), "kind": "policy"})
-    steps.append({"label": "new decision margin", "label_zh": "新决策边际", "value": float(m2 - cut_new), "kind": "end"})
+        steps.append(
+            {"label": "data: other", "label_zh": "数据：其他", "value": rest, "kind": "data"}
+        )
+    steps.append(
+        {"label": "model update", "label_zh": "模型更新", "value": float(m2 - m1), "kind": "model"}
+    )
+    steps.append(
+        {
+            "label": "policy cut-off",
+            "label_zh": "政策门槛",
+            "value": float(cut_old - cut_new),
+            "kind": "policy",
+        }
+    )
+    steps.append(
+        {
+            "label": "new decision margin",
+            "label_zh": "新决策边际",
+            "value": float(m2 - cut_new),
+            "kind": "end",
+        }
+    )
     return steps
 
 
-def _fraud_waterfall(g0, fz_old, fz_new, phi, model, g1, g2, fm, rs, top: int = 4) -> list[dict[str, Any]]:
+def _fraud_waterfall(
+    g0, fz_old, fz_new, phi, model, g1, g2, fm, rs, top: int = 4
+) -> list[dict[str, Any]]:
     groups = sorted(_group_contrib(model, phi, fm).items(), key=lambda kv: -abs(kv[1]))
     steps = [{"label": "old fraud margin", "value": float(g0 - fz_old), "kind": "start"}]
     steps += [{"label": f"data: {c}", "value": v, "kind": "data"} for c, v in groups[:top]]
     if groups[top:]:
-        steps.append({"label": "data: other", "value": sum(v for _, v in groups[top:]), "kind": "data"})
+        steps.append(
+            {"label": "data: other", "value": sum(v for _, v in groups[top:]), "kind": "data"}
+        )
     steps.append({"label": "model update", "value": float(g2 - g1), "kind": "model"})
     steps.append({"label": "freeze threshold", "value": float(fz_old - fz_new), "kind": "policy"})
     steps.append({"label": "new fraud margin", "value": float(g2 - fz_new), "kind": "end"})
     return steps
 
 
-def _changed_table(i, columns, changed_row, xn, xo, col_cause, fm, rs, c_old, phi_c, f_old, phi_f) -> list[dict[str, Any]]:
+def _changed_table(
+    i, columns, changed_row, xn, xo, col_cause, fm, rs, c_old, phi_c, f_old, phi_f
+) -> list[dict[str, Any]]:
     pc = dict(zip(c_old.features, phi_c, strict=True))
     pf = dict(zip(f_old.features, phi_f, strict=True))
     out = []
@@ -783,14 +1006,28 @@ def _changed_table(i, columns, changed_row, xn, xo, col_cause, fm, rs, c_old, ph
     return out
 
 
-def _freshness_panel(cols: list[str], row: np.ndarray, stale: bool, limits: dict[str, float]) -> dict[str, Any]:
+def _freshness_panel(
+    cols: list[str], row: np.ndarray, stale: bool, limits: dict[str, float]
+) -> dict[str, Any]:
     vals = {c: (None if math.isnan(v) else float(v)) for c, v in zip(cols, row, strict=True)}
     return {"stale": bool(stale), "values": vals, "limits_days": dict(limits)}
 
 
 def _trace(old: dict, new: dict) -> list[dict[str, Any]]:
-    keys = ("action", "new_line_cny", "pd", "fraud_p", "credit_margin", "decision_margin", "pd_band", "rules_fired",
-            "defer_reason", "credit_model_version", "fraud_model_version", "policy_version")
+    keys = (
+        "action",
+        "new_line_cny",
+        "pd",
+        "fraud_p",
+        "credit_margin",
+        "decision_margin",
+        "pd_band",
+        "rules_fired",
+        "defer_reason",
+        "credit_model_version",
+        "fraud_model_version",
+        "policy_version",
+    )
     out = []
     for key in keys:
         if key in new or key in old:
@@ -813,7 +1050,9 @@ def _plain(v):
 # ----------------------------------------------------------------------------- recourse
 
 
-def _recourse_search(model: PreparedModel, xn: pd.DataFrame, xo: pd.DataFrame, cut: float, fm: dict, n_threads: int):
+def _recourse_search(
+    model: PreparedModel, xn: pd.DataFrame, xo: pd.DataFrame, cut: float, fm: dict, n_threads: int
+):
     """For each user: the smallest single change of an actionable credit input that brings the
     credit log-odds to the cut-off or below, searched over the old value and population quantiles."""
     feats = [c for c in model.features if c in fm and fm[c].actionable and fm[c].monotone != 0]
@@ -826,7 +1065,12 @@ def _recourse_search(model: PreparedModel, xn: pd.DataFrame, xo: pd.DataFrame, c
     margin_now = model.margin(pd.DataFrame(base, columns=model.features), n_threads)
     need = margin_now > cut
     if not need.any() or not feats:
-        return {"features": list(model.features), "best_feat": best_feat, "best_val": best_val, "margin_now": margin_now}
+        return {
+            "features": list(model.features),
+            "best_feat": best_feat,
+            "best_val": best_val,
+            "margin_now": margin_now,
+        }
     idx = np.flatnonzero(need)
     qs = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
     rows, meta = [], []
@@ -859,25 +1103,48 @@ def _recourse_search(model: PreparedModel, xn: pd.DataFrame, xo: pd.DataFrame, c
             best_cost[users[hit]] = cost[hit]
             best_feat[users[hit]] = j
             best_val[users[hit]] = cand[hit]
-    return {"features": list(model.features), "best_feat": best_feat, "best_val": best_val, "margin_now": margin_now}
+    return {
+        "features": list(model.features),
+        "best_feat": best_feat,
+        "best_val": best_val,
+        "margin_now": margin_now,
+    }
 
 
-def _recourse_for(i, cause, rec, xn, xo, changed_row, columns, fm, rs, as_of, rules) -> dict[str, Any]:
+def _recourse_for(
+    i, cause, rec, xn, xo, changed_row, columns, fm, rs, as_of, rules
+) -> dict[str, Any]:
     if cause == "system_data":
-        return {"kind": "rerun", "text_en": "no action needed from the user: the decision is held until the data have synced and is then re-run",
-                "text_zh": "无需用户操作：待数据同步后重新评估"}
+        return {
+            "kind": "rerun",
+            "text_en": "no action needed from the user: the decision is held until the data have synced and is then re-run",
+            "text_zh": "无需用户操作：待数据同步后重新评估",
+        }
     if cause == "fraud":
-        return {"kind": "review", "text_en": "a reviewer verifies the account (identity and device check); the freeze is lifted if the flag was a false positive",
-                "text_zh": "由审核人员核实身份与设备；如为误报将解除冻结"}
+        return {
+            "kind": "review",
+            "text_en": "a reviewer verifies the account (identity and device check); the freeze is lifted if the flag was a false positive",
+            "text_zh": "由审核人员核实身份与设备；如为误报将解除冻结",
+        }
     if cause == "regulation":
         if any("KYC" in r for r in rules):
-            return {"kind": "rule", "text_en": "renew the identity document (KYC) to lift the freeze", "text_zh": "更新身份证件信息后可解除冻结"}
+            return {
+                "kind": "rule",
+                "text_en": "renew the identity document (KYC) to lift the freeze",
+                "text_zh": "更新身份证件信息后可解除冻结",
+            }
         if any("MULTI-LENDER" in r for r in rules):
-            return {"kind": "rule", "text_en": "close accounts at other lenders so the number of active lenders falls under the regulatory limit",
-                    "text_zh": "结清并关闭其他机构账户，使在贷机构数低于监管上限"}
+            return {
+                "kind": "rule",
+                "text_en": "close accounts at other lenders so the number of active lenders falls under the regulatory limit",
+                "text_zh": "结清并关闭其他机构账户，使在贷机构数低于监管上限",
+            }
         if any("DTI" in r for r in rules):
-            return {"kind": "rule", "text_en": "reduce total debt so the debt-to-income ratio falls under the regulatory limit",
-                    "text_zh": "降低总负债，使负债收入比低于监管上限"}
+            return {
+                "kind": "rule",
+                "text_en": "reduce total debt so the debt-to-income ratio falls under the regulatory limit",
+                "text_zh": "降低总负债，使负债收入比低于监管上限",
+            }
     j = int(rec["best_feat"][i])
     if j >= 0:
         c = rec["features"][j]
@@ -913,8 +1180,11 @@ def _recourse_for(i, cause, rec, xn, xo, changed_row, columns, fm, rs, as_of, ru
             "text_en": f"the adverse records behind this decision leave their windows by {end.date()} (longest: {c}); the line can be reviewed again then",
             "text_zh": f"相关不良记录最迟于 {end.date()} 移出统计窗口（最长：{c}），届时可重新评估",
         }
-    return {"kind": "none", "text_en": "no single actionable change restores the line; keep repaying on time and it is reviewed each month",
-            "text_zh": "暂无单一可操作的调整可恢复额度；按时还款，每月会重新评估"}
+    return {
+        "kind": "none",
+        "text_en": "no single actionable change restores the line; keep repaying on time and it is reviewed each month",
+        "text_zh": "暂无单一可操作的调整可恢复额度；按时还款，每月会重新评估",
+    }
 
 
 # ----------------------------------------------------------------------------- summary
@@ -935,7 +1205,9 @@ def summarise(records: pd.DataFrame, examples: int = 3) -> dict[str, Any]:
     return {
         "explained": int(len(records)),
         "by_cause": {str(k): int(v) for k, v in by_cause.items()},
-        "repaid_in_full_by_cause": {str(k): int(v) for k, v in records.loc[rif, "cause"].value_counts().sort_index().items()},
+        "repaid_in_full_by_cause": {
+            str(k): int(v) for k, v in records.loc[rif, "cause"].value_counts().sort_index().items()
+        },
         "top_reasons": [{"code": str(k), "count": int(v)} for k, v in top.items()],
         "examples": ex,
         "max_additivity_error": float(records["additivity_error"].max()),

@@ -94,8 +94,14 @@ def _load_model(name: str, version: int, tracking_uri: str):
     mlflow.set_tracking_uri(tracking_uri)
     booster = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
     tags = mv.tags or {}
-    return ScoringModel(name, int(version), list(booster.feature_name()), booster,
-                        float(tags.get("calib_a", 1.0)), float(tags.get("calib_b", 0.0)))
+    return ScoringModel(
+        name,
+        int(version),
+        list(booster.feature_name()),
+        booster,
+        float(tags.get("calib_a", 1.0)),
+        float(tags.get("calib_b", 0.0)),
+    )
 
 
 def run_explain(
@@ -138,7 +144,9 @@ def run_explain(
     for day in (as_of, prev_as_of):
         folder = features_dir / f"as_of={day.date()}"
         if not folder.exists():
-            raise FileNotFoundError(f"{folder}: feature snapshot missing (needed to explain {as_of.date()})")
+            raise FileNotFoundError(
+                f"{folder}: feature snapshot missing (needed to explain {as_of.date()})"
+            )
         snapshots[day] = read_table_dir(folder)
 
     loaded = dict(models or {})
@@ -150,20 +158,41 @@ def run_explain(
         return loaded[key]
 
     credit_new = model("credit-pd", _one_version(new_dec, "credit_model_version", found[as_of]))
-    credit_old = model("credit-pd", _one_version(old_dec, "credit_model_version", found[prev_as_of]))
+    credit_old = model(
+        "credit-pd", _one_version(old_dec, "credit_model_version", found[prev_as_of])
+    )
     fraud_new = model("fraud", _one_version(new_dec, "fraud_model_version", found[as_of]))
     fraud_old = model("fraud", _one_version(old_dec, "fraud_model_version", found[prev_as_of]))
     policy_new = load_policy(policy_file, calendar)
     policy_old = load_policy(old_policy_file or policy_file, calendar)
-    for pol, dec, where in ((policy_new, new_dec, found[as_of]), (policy_old, old_dec, found[prev_as_of])):
+    for pol, dec, where in (
+        (policy_new, new_dec, found[as_of]),
+        (policy_old, old_dec, found[prev_as_of]),
+    ):
         recorded = sorted(set(dec["policy_version"].astype(str))) if "policy_version" in dec else []
         if recorded and recorded != [pol.version]:
-            log.warning("%s was decided under policy %s but %s is loaded; pass the old file with --old-policy",
-                        where, recorded, pol.version)
+            log.warning(
+                "%s was decided under policy %s but %s is loaded; pass the old file with --old-policy",
+                where,
+                recorded,
+                pol.version,
+            )
 
     result = explain_downgrades(
-        new_dec, old_dec, snapshots[as_of], snapshots[prev_as_of], credit_old, credit_new, fraud_old,
-        fraud_new, policy_old, policy_new, as_of, prev_as_of, users=users, max_age_days=max_age_days,
+        new_dec,
+        old_dec,
+        snapshots[as_of],
+        snapshots[prev_as_of],
+        credit_old,
+        credit_new,
+        fraud_old,
+        fraud_new,
+        policy_old,
+        policy_new,
+        as_of,
+        prev_as_of,
+        users=users,
+        max_age_days=max_age_days,
         n_threads=n_threads,
     )
     day = f"{as_of.date()}"
@@ -175,15 +204,28 @@ def run_explain(
     summary_path = write_json(summary, out / "summary.json")
     for d in result.details:
         write_text(render_user_report(d), rep / "users" / f"{d['user_id']}.html")
-    report_path = write_text(render_summary_report(summary, result.details, day), rep / "index.html")
-    return ExplainRunResult(as_of, prev_as_of, len(result.records), records_path, json_path, summary_path,
-                            report_path, len(result.details), summary)
+    report_path = write_text(
+        render_summary_report(summary, result.details, day), rep / "index.html"
+    )
+    return ExplainRunResult(
+        as_of,
+        prev_as_of,
+        len(result.records),
+        records_path,
+        json_path,
+        summary_path,
+        report_path,
+        len(result.details),
+        summary,
+    )
 
 
 # ----------------------------------------------------------------------------- fidelity
 
 
-def _truth_window(truth_um: pd.DataFrame, as_of: pd.Timestamp, prev_as_of: pd.Timestamp) -> pd.DataFrame:
+def _truth_window(
+    truth_um: pd.DataFrame, as_of: pd.Timestamp, prev_as_of: pd.Timestamp
+) -> pd.DataFrame:
     """Per user, the truth of the months between the two decisions (primary cause by priority)."""
     first = (prev_as_of + pd.Timedelta(days=1)).to_period("M").to_timestamp()
     last = (as_of - pd.Timedelta(days=1)).to_period("M").to_timestamp()
@@ -194,7 +236,9 @@ def _truth_window(truth_um: pd.DataFrame, as_of: pd.Timestamp, prev_as_of: pd.Ti
     g = t.groupby(t["user_id"].astype(str))
     out = pd.DataFrame(
         {
-            "true_cause": g["_rank"].min().map(lambda r: TRUE_CAUSE_PRIORITY[r] if r < len(TRUE_CAUSE_PRIORITY) else "none"),
+            "true_cause": g["_rank"]
+            .min()
+            .map(lambda r: TRUE_CAUSE_PRIORITY[r] if r < len(TRUE_CAUSE_PRIORITY) else "none"),
             "sync_delay": g["cause_sync_delay"].any(),
         }
     )
@@ -223,31 +267,49 @@ def measure_fidelity(
     prev_as_of = pd.Timestamp(records["prev_as_of"].iloc[0])
     truth = _truth_window(truth_um, as_of, prev_as_of)
     r = records.assign(user_id=records["user_id"].astype(str)).join(truth, on="user_id")
-    r = r.assign(true_cause=r["true_cause"].fillna("none"), sync_delay=r["sync_delay"].fillna(False).astype(bool))
+    r = r.assign(
+        true_cause=r["true_cause"].fillna("none"),
+        sync_delay=r["sync_delay"].fillna(False).astype(bool),
+    )
     started = {
         CALENDAR_CAUSES[e["name"]]
         for e in (calendar or [])
         if e.get("name") in CALENDAR_CAUSES and prev_as_of < pd.Timestamp(e["start"]) <= as_of
     }
     by_calendar = r["cause"].isin(sorted(started)).to_numpy()
-    match = np.array([c in TRUE_CAUSE_MATCH[t] for c, t in zip(r["cause"], r["true_cause"], strict=True)]) | by_calendar
+    match = (
+        np.array(
+            [c in TRUE_CAUSE_MATCH[t] for c, t in zip(r["cause"], r["true_cause"], strict=True)]
+        )
+        | by_calendar
+    )
     sync = r["sync_delay"].to_numpy()
     # Lenient: the cause matches any risk cause the simulator flagged in the window (its primary
     # cause is a fixed priority, behaviour before bureau, not the larger effect).
     flag_cols = [c for c in r.columns if c.startswith("flag_")]
     any_match = match.copy()
     for col in flag_cols:
-        ok = r[col].fillna(False).astype(bool).to_numpy() & r["cause"].isin(sorted(TRUE_CAUSE_MATCH[col[5:]])).to_numpy()
+        ok = (
+            r[col].fillna(False).astype(bool).to_numpy()
+            & r["cause"].isin(sorted(TRUE_CAUSE_MATCH[col[5:]])).to_numpy()
+        )
         any_match |= ok
     by_true = {
-        t: {"n": int((r["true_cause"] == t).sum()), "match_share": float(match[(r["true_cause"] == t).to_numpy()].mean())}
+        t: {
+            "n": int((r["true_cause"] == t).sum()),
+            "match_share": float(match[(r["true_cause"] == t).to_numpy()].mean()),
+        }
         for t in sorted(r["true_cause"].unique())
     }
     confusion = pd.crosstab(r["true_cause"], r["cause"]).to_dict(orient="index")
     rif = r["repaid_in_full_30d"].astype(bool).to_numpy()
     # A first downgrade (the previous decision kept or raised the line) is the question users ask;
     # a repeat (still in a lowering band) has its cause in an earlier month than the truth window.
-    first = ~r["prev_action"].isin(["lower", "freeze", "close", "defer"]).to_numpy() if "prev_action" in r else np.ones(len(r), bool)
+    first = (
+        ~r["prev_action"].isin(["lower", "freeze", "close", "defer"]).to_numpy()
+        if "prev_action" in r
+        else np.ones(len(r), bool)
+    )
     return {
         "as_of": f"{as_of.date()}",
         "prev_as_of": f"{prev_as_of.date()}",
@@ -257,32 +319,61 @@ def measure_fidelity(
         "top_cause_match_any_flagged": float(any_match.mean()),
         "new_downgrades": int(first.sum()),
         "top_cause_match_share_new": float(match[first].mean()) if first.any() else None,
-        "top_cause_match_share_new_repaid_in_full": float(match[first & rif].mean()) if (first & rif).any() else None,
+        "top_cause_match_share_new_repaid_in_full": float(match[first & rif].mean())
+        if (first & rif).any()
+        else None,
         "repaid_in_full_downgrades": int(rif.sum()),
         "calendar_changes_in_window": sorted(started),
-        "matched_by_calendar": int((by_calendar & ~np.array([c in TRUE_CAUSE_MATCH[t] for c, t in zip(r["cause"], r["true_cause"], strict=True)])).sum()),
+        "matched_by_calendar": int(
+            (
+                by_calendar
+                & ~np.array(
+                    [
+                        c in TRUE_CAUSE_MATCH[t]
+                        for c, t in zip(r["cause"], r["true_cause"], strict=True)
+                    ]
+                )
+            ).sum()
+        ),
         "sync_delay_cases": int(sync.sum()),
-        "sync_delay_caught_share": float(r.loc[sync, "freshness_flag"].mean()) if sync.any() else None,
+        "sync_delay_caught_share": float(r.loc[sync, "freshness_flag"].mean())
+        if sync.any()
+        else None,
         "max_additivity_error": float(r["additivity_error"].max()),
         "max_unchanged_attribution": float(r["max_unchanged_attribution"].max()),
         "reproduced_share": float(r["reproduced"].mean()),
         "by_true_cause": by_true,
         "confusion": {k: {kk: int(vv) for kk, vv in v.items()} for k, v in confusion.items()},
-        "confusion_new": {k: {kk: int(vv) for kk, vv in v.items()} for k, v in pd.crosstab(r["true_cause"][first], r["cause"][first]).to_dict(orient="index").items()},
-        "goals": {"top_cause_match_share": ">= 0.90", "sync_delay_caught_share": "1.0", "max_unchanged_attribution": "0.0"},
+        "confusion_new": {
+            k: {kk: int(vv) for kk, vv in v.items()}
+            for k, v in pd.crosstab(r["true_cause"][first], r["cause"][first])
+            .to_dict(orient="index")
+            .items()
+        },
+        "goals": {
+            "top_cause_match_share": ">= 0.90",
+            "sync_delay_caught_share": "1.0",
+            "max_unchanged_attribution": "0.0",
+        },
     }
 
 
-def run_fidelity(as_of: str | pd.Timestamp, explanations_dir: str | Path, truth_dir: str | Path) -> tuple[dict[str, Any], Path]:
+def run_fidelity(
+    as_of: str | pd.Timestamp, explanations_dir: str | Path, truth_dir: str | Path
+) -> tuple[dict[str, Any], Path]:
     """Read the explanations at `as_of` and the simulator's truth; write fidelity.json beside them."""
     as_of = pd.Timestamp(as_of)
     folder = Path(explanations_dir) / f"as_of={as_of.date()}"
     path = folder / "explanations.parquet"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; run `creditline explain --as-of {as_of.date()}` first")
+        raise FileNotFoundError(
+            f"{path} not found; run `creditline explain --as-of {as_of.date()}` first"
+        )
     truth_path = Path(truth_dir) / "user_month.parquet"
     if not truth_path.exists():
-        raise FileNotFoundError(f"{truth_path} not found: fidelity needs a simulated world's ground truth")
+        raise FileNotFoundError(
+            f"{truth_path} not found: fidelity needs a simulated world's ground truth"
+        )
     records = read_table_dir(path)
     truth = read_table_dir(truth_path)
     cal_path = Path(truth_dir) / "scenario_calendar.json"

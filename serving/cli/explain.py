@@ -14,17 +14,33 @@ from serving.cli.common import CONFIG_OPTION, config_or_exit, fail
 explain_app = typer.Typer(no_args_is_help=False)
 app.add_typer(explain_app, name="explain")
 
-AS_OF = Annotated[datetime | None, typer.Option("--as-of", formats=["%Y-%m-%d"], help="As-of date YYYY-MM-DD.")]
+AS_OF = Annotated[
+    datetime | None, typer.Option("--as-of", formats=["%Y-%m-%d"], help="As-of date YYYY-MM-DD.")
+]
 
 
 @explain_app.callback(invoke_without_command=True)
 def explain(
     ctx: typer.Context,
     as_of: AS_OF = None,
-    user: Annotated[list[str] | None, typer.Option("--user", help="Explain only this user id (repeatable).")] = None,
-    policy: Annotated[Path | None, typer.Option("--policy", help="Line policy TOML of the new decision.")] = None,
-    old_policy: Annotated[Path | None, typer.Option("--old-policy", help="Policy TOML of the previous decision (default: same file).")] = None,
-    calendar: Annotated[Path | None, typer.Option("--calendar", help="Scenario calendar JSON (regulation / risk_appetite entries).")] = None,
+    user: Annotated[
+        list[str] | None, typer.Option("--user", help="Explain only this user id (repeatable).")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Line policy TOML of the new decision.")
+    ] = None,
+    old_policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--old-policy", help="Policy TOML of the previous decision (default: same file)."
+        ),
+    ] = None,
+    calendar: Annotated[
+        Path | None,
+        typer.Option(
+            "--calendar", help="Scenario calendar JSON (regulation / risk_appetite entries)."
+        ),
+    ] = None,
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Explain every lowered, frozen, closed or deferred line at D against the previous decision.
@@ -63,7 +79,9 @@ def explain(
         fail(str(exc))
         return
     by_cause = ", ".join(f"{c} {n}" for c, n in res.summary.get("by_cause", {}).items())
-    typer.echo(f"explained {res.explained} adverse decisions at {res.as_of.date()} vs {res.prev_as_of.date()}: {by_cause}")
+    typer.echo(
+        f"explained {res.explained} adverse decisions at {res.as_of.date()} vs {res.prev_as_of.date()}: {by_cause}"
+    )
     typer.echo(f"records: {res.records_path} (+ {res.json_path.name}, {res.summary_path.name})")
     typer.echo(f"reports: {res.report_path} (+ {res.user_reports} user pages)")
 
@@ -71,7 +89,10 @@ def explain(
 @explain_app.command("fidelity")
 def fidelity(
     as_of: AS_OF = None,
-    truth: Annotated[Path | None, typer.Option("--truth", help="Simulator truth folder (default: <paths.raw>/../truth).")] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option("--truth", help="Simulator truth folder (default: <paths.raw>/../truth)."),
+    ] = None,
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Score the explanations at D against the simulator's ground truth; writes fidelity.json beside them.
@@ -92,8 +113,15 @@ def fidelity(
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
         return
-    for key in ("downgrades", "top_cause_match_share", "sync_delay_cases", "sync_delay_caught_share",
-                "max_additivity_error", "max_unchanged_attribution", "reproduced_share"):
+    for key in (
+        "downgrades",
+        "top_cause_match_share",
+        "sync_delay_cases",
+        "sync_delay_caught_share",
+        "max_additivity_error",
+        "max_unchanged_attribution",
+        "reproduced_share",
+    ):
         typer.echo(f"{key}: {figures.get(key)}")
     typer.echo(json.dumps(figures, sort_keys=True))
     typer.echo(f"fidelity: {path}")

@@ -55,7 +55,11 @@ RISK = {  # latent log-odds weights (bureau and own behaviour)
     "inst_late_cnt_3m": 0.6,
     "util_ratio_now": 1.0,
 }
-FRAUD = {"app_device_changes_cnt_30d": 1.6, "app_sim_changes_cnt_30d": 1.6, "graph_device_shared_users_cnt": 0.8}
+FRAUD = {
+    "app_device_changes_cnt_30d": 1.6,
+    "app_sim_changes_cnt_30d": 1.6,
+    "graph_device_shared_users_cnt": 0.8,
+}
 
 
 def base_snapshot(n: int, seed: int, as_of: pd.Timestamp = AS_OF_OLD) -> pd.DataFrame:
@@ -85,13 +89,23 @@ def train_models(n: int = 2000, seed: int = 0) -> dict[str, Model]:
         hot = rng.random(n) < 0.1
         if c == "util_ratio_now":
             continue
-        x.loc[hot, c] = rng.integers(0, 6, int(hot.sum())) * (10.0 if c == "inst_dpd_max_3m" else 1.0)
+        x.loc[hot, c] = rng.integers(0, 6, int(hot.sum())) * (
+            10.0 if c == "inst_dpd_max_3m" else 1.0
+        )
     z = -4.0 + sum(w * x[c].to_numpy() for c, w in RISK.items())
     y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
     zf = -5.0 + sum(w * x[c].to_numpy() for c, w in FRAUD.items())
     yf = (rng.random(n) < 1 / (1 + np.exp(-zf))).astype(int)
-    params = dict(objective="binary", num_leaves=15, learning_rate=0.1, min_data_in_leaf=20, verbose=-1,
-                  num_threads=2, seed=seed, deterministic=True)
+    params = dict(
+        objective="binary",
+        num_leaves=15,
+        learning_rate=0.1,
+        min_data_in_leaf=20,
+        verbose=-1,
+        num_threads=2,
+        seed=seed,
+        deterministic=True,
+    )
     cf, ff = model_features("credit"), model_features("fraud")
     credit = lgb.train(params, lgb.Dataset(x[cf].to_numpy(), y, feature_name=cf), 40)
     fraud = lgb.train(params, lgb.Dataset(x[ff].to_numpy(), yf, feature_name=ff), 30)
@@ -99,15 +113,25 @@ def train_models(n: int = 2000, seed: int = 0) -> dict[str, Model]:
 
 
 def margin(model: Model, x: pd.DataFrame) -> np.ndarray:
-    return model.calib_a * model.booster.predict(x[model.features].to_numpy(), raw_score=True) + model.calib_b
+    return (
+        model.calib_a * model.booster.predict(x[model.features].to_numpy(), raw_score=True)
+        + model.calib_b
+    )
 
 
 def decide(x: pd.DataFrame, credit: Model, fraud: Model, policy, as_of, prev_line) -> pd.DataFrame:
     """What batch scoring writes, for these models and this policy."""
     cm, fm = margin(credit, x), margin(fraud, x)
-    scored = x.assign(prev_line_cny=prev_line, credit_margin=cm, pd=1 / (1 + np.exp(-cm)), fraud_p=1 / (1 + np.exp(-fm)))
+    scored = x.assign(
+        prev_line_cny=prev_line,
+        credit_margin=cm,
+        pd=1 / (1 + np.exp(-cm)),
+        fraud_p=1 / (1 + np.exp(-fm)),
+    )
     out = decide_lines(scored, policy, as_of)
-    return out.assign(as_of=as_of, credit_model_version=credit.version, fraud_model_version=fraud.version)
+    return out.assign(
+        as_of=as_of, credit_model_version=credit.version, fraud_model_version=fraud.version
+    )
 
 
 def new_version(model: Model, calib_b_shift: float) -> Model:

@@ -23,7 +23,9 @@ def world():
     models = train_models()
     old = base_snapshot(400, seed=1)
     policy = load_policy()
-    dec_old = decide(old, models["credit"], models["fraud"], policy, AS_OF_OLD, old["ctx_line_cny"].to_numpy())
+    dec_old = decide(
+        old, models["credit"], models["fraud"], policy, AS_OF_OLD, old["ctx_line_cny"].to_numpy()
+    )
     return {"models": models, "old": old, "policy": policy, "dec_old": dec_old}
 
 
@@ -43,12 +45,33 @@ def _run(world, i, changes=None, credit_new=None, policy_new=None):
     m = world["models"]
     credit_new = credit_new or m["credit"]
     policy_new = policy_new or world["policy"]
-    dec_new = decide(new, credit_new, m["fraud"], policy_new, AS_OF_NEW, world["dec_old"]["new_line_cny"].to_numpy())
+    dec_new = decide(
+        new,
+        credit_new,
+        m["fraud"],
+        policy_new,
+        AS_OF_NEW,
+        world["dec_old"]["new_line_cny"].to_numpy(),
+    )
     uid = old["user_id"].iat[i]
-    assert uid in set(select_downgrades(dec_new, world["dec_old"])["user_id"]), dec_new.iloc[i][["action", "pd", "fraud_p"]]
+    assert uid in set(select_downgrades(dec_new, world["dec_old"])["user_id"]), dec_new.iloc[i][
+        ["action", "pd", "fraud_p"]
+    ]
     res = explain_downgrades(
-        dec_new, world["dec_old"], new, old, m["credit"], credit_new, m["fraud"], m["fraud"],
-        world["policy"], policy_new, AS_OF_NEW, AS_OF_OLD, users=[uid], n_threads=1,
+        dec_new,
+        world["dec_old"],
+        new,
+        old,
+        m["credit"],
+        credit_new,
+        m["fraud"],
+        m["fraud"],
+        world["policy"],
+        policy_new,
+        AS_OF_NEW,
+        AS_OF_OLD,
+        users=[uid],
+        n_threads=1,
     )
     assert len(res.records) == 1
     return res.records.iloc[0], res.details[0]
@@ -64,7 +87,10 @@ def _check_common(rec, det):
     # the line-space Shapley values add up to the usable-line change
     shares = sum(v for k, v in rec.items() if k.startswith("line_shapley_"))
     usable_new = 0.0 if rec["action"] in ("freeze", "close") else rec["new_line_cny"]
-    assert shares == pytest.approx(usable_new - rec["prev_line_cny"], abs=1e-6) or rec["cause"] == "system_data"
+    assert (
+        shares == pytest.approx(usable_new - rec["prev_line_cny"], abs=1e-6)
+        or rec["cause"] == "system_data"
+    )
 
 
 def test_bureau_cause(world):
@@ -92,7 +118,15 @@ def test_behaviour_cause(world):
 
 def test_fraud_cause(world):
     i = _pick(world)
-    rec, det = _run(world, i, {"app_device_changes_cnt_30d": 5.0, "app_sim_changes_cnt_30d": 4.0, "graph_device_shared_users_cnt": 4.0})
+    rec, det = _run(
+        world,
+        i,
+        {
+            "app_device_changes_cnt_30d": 5.0,
+            "app_sim_changes_cnt_30d": 4.0,
+            "graph_device_shared_users_cnt": 4.0,
+        },
+    )
     assert rec["action"] == "freeze"
     assert rec["cause"] == "fraud"
     _check_common(rec, det)
@@ -112,7 +146,11 @@ def test_model_update_cause(world):
 
 def test_policy_cause(world):
     i = _pick(world, 0.035, 0.055)
-    tight = load_policy(calendar=[{"name": "risk_appetite", "start": "2026-06-15", "params": {"pd_cutoff_shift": -0.03}}])
+    tight = load_policy(
+        calendar=[
+            {"name": "risk_appetite", "start": "2026-06-15", "params": {"pd_cutoff_shift": -0.03}}
+        ]
+    )
     rec, det = _run(world, i, policy_new=tight)
     assert rec["cause"] == "policy"
     _check_common(rec, det)
@@ -122,11 +160,21 @@ def test_policy_cause(world):
 def test_regulation_cause(world):
     i = _pick(world)
     world["old"].loc[i, "ctx_active_lenders_cnt"] = 3.0  # unchanged between snapshots
-    reg = load_policy(calendar=[{"name": "regulation", "start": "2026-06-15", "params": {"max_active_lenders": 3, "line_cap_cny": 2000}}])
+    reg = load_policy(
+        calendar=[
+            {
+                "name": "regulation",
+                "start": "2026-06-15",
+                "params": {"max_active_lenders": 3, "line_cap_cny": 2000},
+            }
+        ]
+    )
     try:
         rec, det = _run(world, i, policy_new=reg)
     finally:
-        world["old"].loc[i, "ctx_active_lenders_cnt"] = world["old"]["ctx_active_lenders_cnt"].iat[i]
+        world["old"].loc[i, "ctx_active_lenders_cnt"] = world["old"]["ctx_active_lenders_cnt"].iat[
+            i
+        ]
     assert rec["cause"] == "regulation"
     _check_common(rec, det)
     assert "REG-MULTI-LENDER" in rec["rules_new"]
@@ -134,7 +182,9 @@ def test_regulation_cause(world):
 
 def test_sync_delay_is_system_data_first(world):
     i = _pick(world)
-    rec, det = _run(world, i, {"inst_late_cnt_3m": 4.0, "inst_dpd_max_3m": 60.0, "fresh_sync_lag_flag": 1.0})
+    rec, det = _run(
+        world, i, {"inst_late_cnt_3m": 4.0, "inst_dpd_max_3m": 60.0, "fresh_sync_lag_flag": 1.0}
+    )
     assert rec["action"] == "defer"
     assert rec["cause"] == "system_data"
     assert rec["freshness_flag"]
@@ -145,9 +195,28 @@ def test_sync_delay_is_system_data_first(world):
 def test_unchanged_world_has_no_downgrades(world):
     m = world["models"]
     new = world["old"].assign(as_of=AS_OF_NEW)
-    dec_new = decide(new, m["credit"], m["fraud"], world["policy"], AS_OF_NEW, world["dec_old"]["new_line_cny"].to_numpy())
-    res = explain_downgrades(dec_new, world["dec_old"], new, world["old"], m["credit"], m["credit"], m["fraud"], m["fraud"],
-                             world["policy"], world["policy"], AS_OF_NEW, AS_OF_OLD)
+    dec_new = decide(
+        new,
+        m["credit"],
+        m["fraud"],
+        world["policy"],
+        AS_OF_NEW,
+        world["dec_old"]["new_line_cny"].to_numpy(),
+    )
+    res = explain_downgrades(
+        dec_new,
+        world["dec_old"],
+        new,
+        world["old"],
+        m["credit"],
+        m["credit"],
+        m["fraud"],
+        m["fraud"],
+        world["policy"],
+        world["policy"],
+        AS_OF_NEW,
+        AS_OF_OLD,
+    )
     # users already in an adverse band stay adverse; nothing they get is blamed on a change
     if len(res.records):
         assert (res.records["n_changed_features"] == 0).all()

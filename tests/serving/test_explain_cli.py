@@ -10,7 +10,9 @@ from serving.cli import _register, app
 def test_explain_without_decisions_says_what_to_run(tmp_path):
     _register()
     cfg = tmp_path / "creditline.toml"
-    cfg.write_text(f'[paths]\ndecisions = "{tmp_path / "decisions"}"\nfeatures = "{tmp_path / "features"}"\n')
+    cfg.write_text(
+        f'[paths]\ndecisions = "{tmp_path / "decisions"}"\nfeatures = "{tmp_path / "features"}"\n'
+    )
     res = CliRunner().invoke(app, ["explain", "--as-of", "2025-08-01", "--config", str(cfg)])
     assert res.exit_code == 2
     assert "creditline score --as-of 2025-08-01" in res.output

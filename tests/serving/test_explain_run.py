@@ -17,21 +17,38 @@ def _world(root):
     new = old.assign(as_of=AS_OF_NEW)
     new.loc[0:9, "bureau_overdue_accounts_cnt"] = 4.0  # bureau trouble
     new.loc[10:19, "inst_late_cnt_3m"] = 4.0  # own late payments
-    new.loc[15:19, "fresh_sync_lag_flag"] = 1.0  # ... five of them only look late: payments not synced
-    new.loc[20:24, ["app_device_changes_cnt_30d", "app_sim_changes_cnt_30d", "graph_device_shared_users_cnt"]] = 5.0
+    new.loc[15:19, "fresh_sync_lag_flag"] = (
+        1.0  # ... five of them only look late: payments not synced
+    )
+    new.loc[
+        20:24,
+        ["app_device_changes_cnt_30d", "app_sim_changes_cnt_30d", "graph_device_shared_users_cnt"],
+    ] = 5.0
     policy = load_policy()
     d_old = decide(old, m["credit"], m["fraud"], policy, AS_OF_OLD, old["ctx_line_cny"].to_numpy())
-    d_new = decide(new, m["credit"], m["fraud"], policy, AS_OF_NEW, d_old["new_line_cny"].to_numpy())
+    d_new = decide(
+        new, m["credit"], m["fraud"], policy, AS_OF_NEW, d_old["new_line_cny"].to_numpy()
+    )
     for day, feats, dec in ((AS_OF_OLD, old, d_old), (AS_OF_NEW, new, d_new)):
         write_parquet(feats, root / "features" / f"as_of={day.date()}" / "features.parquet")
-        write_parquet(dec.assign(policy_version=policy.version), root / "decisions" / f"as_of={day.date()}" / "decisions.parquet")
+        write_parquet(
+            dec.assign(policy_version=policy.version),
+            root / "decisions" / f"as_of={day.date()}" / "decisions.parquet",
+        )
     return {"credit-pd/1": m["credit"], "fraud/1": m["fraud"]}
 
 
 def _run(root, models, users=None):
     return run_explain(
-        AS_OF_NEW, root / "decisions", root / "features", root / "explanations", root / "reports",
-        tracking_uri="sqlite:///unused.db", users=users, models=models, n_threads=1,
+        AS_OF_NEW,
+        root / "decisions",
+        root / "features",
+        root / "explanations",
+        root / "reports",
+        tracking_uri="sqlite:///unused.db",
+        users=users,
+        models=models,
+        n_threads=1,
     )
 
 
@@ -53,7 +70,14 @@ def test_job_writes_records_reports_and_is_deterministic(tmp_path):
     page = (res.report_path.parent / "users" / "u_000001.html").read_text(encoding="utf-8")
     reason = by_user.loc["u_000001", "reason_1_en"]
     assert reason in page and by_user.loc["u_000001", "reason_1_zh"] in page
-    for section in ("Decision trace", "Data freshness", "<svg", "Changed features", "What would restore the line", "Versions"):
+    for section in (
+        "Decision trace",
+        "Data freshness",
+        "<svg",
+        "Changed features",
+        "What would restore the line",
+        "Versions",
+    ):
         assert section in page
     assert "ctx_age_band" not in page and "ctx_income_band" not in page  # demographics never shown
     index = res.report_path.read_text(encoding="utf-8")
@@ -61,7 +85,9 @@ def test_job_writes_records_reports_and_is_deterministic(tmp_path):
 
     before = {p: p.read_bytes() for p in (res.records_path, res.json_path, res.report_path)}
     res2 = _run(tmp_path, models)
-    assert {p: p.read_bytes() for p in (res2.records_path, res2.json_path, res2.report_path)} == before
+    assert {
+        p: p.read_bytes() for p in (res2.records_path, res2.json_path, res2.report_path)
+    } == before
 
 
 def test_single_user_and_clear_errors(tmp_path):
@@ -69,11 +95,25 @@ def test_single_user_and_clear_errors(tmp_path):
     res = _run(tmp_path, models, users=["u_000003"])
     assert res.explained == 1
     with pytest.raises(FileNotFoundError, match="creditline score"):
-        run_explain("2027-01-31", tmp_path / "decisions", tmp_path / "features", tmp_path / "e", tmp_path / "r",
-                    "sqlite:///x.db", models=models)
+        run_explain(
+            "2027-01-31",
+            tmp_path / "decisions",
+            tmp_path / "features",
+            tmp_path / "e",
+            tmp_path / "r",
+            "sqlite:///x.db",
+            models=models,
+        )
     with pytest.raises(ValueError, match="no decisions before"):
-        run_explain(AS_OF_OLD, tmp_path / "decisions", tmp_path / "features", tmp_path / "e", tmp_path / "r",
-                    "sqlite:///x.db", models=models)
+        run_explain(
+            AS_OF_OLD,
+            tmp_path / "decisions",
+            tmp_path / "features",
+            tmp_path / "e",
+            tmp_path / "r",
+            "sqlite:///x.db",
+            models=models,
+        )
 
 
 def test_fidelity_figures_from_truth():
@@ -94,7 +134,13 @@ def test_fidelity_figures_from_truth():
     truth = pd.DataFrame(
         {
             "user_id": ["a", "b", "c", "d", "d"],
-            "month": [june, june, june, june, pd.Timestamp("2026-05-01")],  # May is before the window
+            "month": [
+                june,
+                june,
+                june,
+                june,
+                pd.Timestamp("2026-05-01"),
+            ],  # May is before the window
             "primary_cause": ["bureau", "sync_delay", "none", "bureau", "behaviour"],
             "cause_sync_delay": [False, True, False, False, False],
         }
@@ -105,3 +151,37 @@ def test_fidelity_figures_from_truth():
     assert f["sync_delay_cases"] == 1 and f["sync_delay_caught_share"] == 1.0
     assert f["top_cause_match_share_repaid_in_full"] == 1.0
     assert f["max_unchanged_attribution"] == 0.0
+
+
+def test_fidelity_counts_a_regulation_that_starts_between_the_decisions():
+    records = pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "as_of": AS_OF_NEW,
+            "prev_as_of": AS_OF_OLD,
+            "prev_action": ["keep", "keep"],
+            "cause": ["regulation", "regulation"],
+            "freshness_flag": False,
+            "repaid_in_full_30d": False,
+            "additivity_error": 0.0,
+            "max_unchanged_attribution": 0.0,
+            "reproduced": True,
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "month": pd.Timestamp("2026-06-01"),
+            "primary_cause": ["behaviour", "bureau"],
+            "cause_sync_delay": False,
+            "cause_behaviour": [True, False],
+            "cause_bureau": [False, True],
+        }
+    )
+    # the simulator's per-user truth cannot name a regulation: without the calendar, no match
+    assert measure_fidelity(records, truth)["top_cause_match_share"] == 0.0
+    calendar = [{"name": "regulation", "start": "2026-06-15", "params": {}}]
+    f = measure_fidelity(records, truth, calendar)
+    assert f["top_cause_match_share"] == 1.0 and f["matched_by_calendar"] == 2
+    late = [{"name": "regulation", "start": "2026-07-15", "params": {}}]  # after the new decision
+    assert measure_fidelity(records, truth, late)["top_cause_match_share"] == 0.0
