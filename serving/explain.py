@@ -360,9 +360,11 @@ def explain_downgrades(
     flagged = stale_mask(xn.reset_index(), limits) | (down["action"].to_numpy() == "defer")
     # A payment that has not reached the warehouse leaves no lag to see on the user. While payments
     # arrive days late across the book (a sync incident), a newly overdue installment that is
-    # younger than the longest lag may be one of them: report it as not current, too.
+    # younger than the longest lag may be one of them: report it as not current, too (this also
+    # holds back some genuine late payers during an incident: the safe side).
     book_lag = _num(xn_all, "fresh_payments_lag_share_7d")
-    newly_overdue = _num(xn_all, "inst_overdue_cnt_now") > _num(xo_all, "inst_overdue_cnt_now")
+    # (still overdue counts too: a payment made before the last run may still be in flight)
+    newly_overdue = _num(xn_all, "inst_overdue_cnt_now") > 0
     with np.errstate(invalid="ignore"):
         suspect = (
             (book_lag > sync_lag_share_limit)
