@@ -1113,6 +1113,29 @@ def _recourse_search(
     }
 
 
+def _rule_recourse(rules: set[str]) -> dict[str, Any] | None:
+    """What a binding regulation rule needs (None when no regulation rule fired)."""
+    if any("KYC" in r for r in rules):
+        return {
+            "kind": "rule",
+            "text_en": "renew the identity document (KYC) to lift the freeze",
+            "text_zh": "更新身份证件信息后可解除冻结",
+        }
+    if any("MULTI-LENDER" in r for r in rules):
+        return {
+            "kind": "rule",
+            "text_en": "close accounts at other lenders so the number of active lenders falls under the regulatory limit",
+            "text_zh": "结清并关闭其他机构账户，使在贷机构数低于监管上限",
+        }
+    if any("DTI" in r for r in rules):
+        return {
+            "kind": "rule",
+            "text_en": "reduce total debt so the debt-to-income ratio falls under the regulatory limit",
+            "text_zh": "降低总负债，使负债收入比低于监管上限",
+        }
+    return None
+
+
 def _recourse_for(
     i, cause, rec, xn, xo, changed_row, columns, fm, rs, as_of, rules
 ) -> dict[str, Any]:
@@ -1128,25 +1151,9 @@ def _recourse_for(
             "text_en": "a reviewer verifies the account (identity and device check); the freeze is lifted if the flag was a false positive",
             "text_zh": "由审核人员核实身份与设备；如为误报将解除冻结",
         }
-    if cause == "regulation":
-        if any("KYC" in r for r in rules):
-            return {
-                "kind": "rule",
-                "text_en": "renew the identity document (KYC) to lift the freeze",
-                "text_zh": "更新身份证件信息后可解除冻结",
-            }
-        if any("MULTI-LENDER" in r for r in rules):
-            return {
-                "kind": "rule",
-                "text_en": "close accounts at other lenders so the number of active lenders falls under the regulatory limit",
-                "text_zh": "结清并关闭其他机构账户，使在贷机构数低于监管上限",
-            }
-        if any("DTI" in r for r in rules):
-            return {
-                "kind": "rule",
-                "text_en": "reduce total debt so the debt-to-income ratio falls under the regulatory limit",
-                "text_zh": "降低总负债，使负债收入比低于监管上限",
-            }
+    rule_step = _rule_recourse(rules)
+    if cause == "regulation" and rule_step:
+        return rule_step
     j = int(rec["best_feat"][i])
     if j >= 0:
         c = rec["features"][j]
@@ -1162,6 +1169,9 @@ def _recourse_for(
             "text_en": f"{fm[c].description}: from {now} to {to} would bring the risk back under the cut-off",
             "text_zh": f"{fm[c].description}：由 {now} 变为 {to} 即可回到门槛以内",
         }
+    # The margin is fine but a rule caps the line: what the rule needs.
+    if rule_step:
+        return rule_step
     # No single actionable change suffices: the earliest date adverse records leave their windows.
     dates = []
     for jj, c in enumerate(columns):
