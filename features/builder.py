@@ -122,12 +122,11 @@ def build_features(
             con.execute(render(sql, as_of, X=ts_literal(x)))
             if timings is not None:
                 timings[name] = time.perf_counter() - t0
-        n_active = con.execute("SELECT COUNT(*) FROM active").fetchone()[0]
-        if n_active == 0:
-            raise ValueError(
-                f"no user is active at as-of {as_of.date()} (none signed up and visible before it with "
-                "an open line); choose a later as-of date or check the users table"
-            )
+            if name == "active" and con.execute("SELECT COUNT(*) FROM active").fetchone()[0] == 0:
+                raise ValueError(
+                    f"no user is active at as-of {as_of.date()} (none signed up and visible before it "
+                    "with an open line); choose a later as-of date or check the users table"
+                )
         t0 = time.perf_counter()
         df = con.execute(_final_sql(as_of)).df()
         if timings is not None:
@@ -183,7 +182,7 @@ def build_feature_table(
     as_of = pd.Timestamp(as_of)
     raw_dir = Path(raw_dir)
     loaded = load_raw(raw_dir, quarantine_dir)
-    log.info("raw tables loaded:\n%s", loaded.summary())
+    log.debug("raw tables loaded:\n%s", loaded.summary())
     extracted_at = _manifest_extracted_at(raw_dir)
     df = build_features(loaded.tables, as_of, extracted_at=extracted_at, threads=threads)
     target = feature_dir(out_dir, as_of)

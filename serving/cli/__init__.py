@@ -37,7 +37,11 @@ def _register() -> None:
     import serving.cli.demo  # noqa: F401
     import serving.cli.explain  # noqa: F401
     import serving.cli.features  # noqa: F401
+    import serving.cli.predict  # noqa: F401
+    import serving.cli.promote  # noqa: F401
+    import serving.cli.score  # noqa: F401
     import serving.cli.simulate  # noqa: F401
+    import serving.cli.train  # noqa: F401
 
 
 def main() -> None:
