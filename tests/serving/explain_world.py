@@ -77,7 +77,8 @@ def base_snapshot(n: int, seed: int, as_of: pd.Timestamp = AS_OF_OLD) -> pd.Data
         ctx_kyc_expiry_days=rng.integers(200, 2000, n).astype(float),
         fresh_stale=0.0,
         fresh_sync_lag_flag=0.0,
-        fresh_bureau_age_days=5.0,
+        fresh_bureau_accounts_age_days=5.0,
+        fresh_installments_age_days=0.1,
     )
 
 

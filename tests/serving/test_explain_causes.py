@@ -29,8 +29,18 @@ def world():
     return {"models": models, "old": old, "policy": policy, "dec_old": dec_old}
 
 
-def _pick(world, lo=0.025, hi=0.05) -> int:
-    """A user kept at the old decision, PD inside (lo, hi), low fraud probability."""
+def _keep_band(world) -> tuple[float, float]:
+    """PD range of the policy's keep band (from the policy file, so a retuned band moves the tests)."""
+    bands = world["policy"].bands
+    i = next(k for k, b in enumerate(bands) if b.action == "keep")
+    return (bands[i - 1].pd_max if i else 0.0), bands[i].pd_max
+
+
+def _pick(world, lo=None, hi=None) -> int:
+    """A user kept at the old decision, PD inside (lo, hi) (default: inside the keep band), low fraud p."""
+    k_lo, k_hi = _keep_band(world)
+    lo = k_lo + 0.005 if lo is None else lo
+    hi = k_hi - 0.01 if hi is None else hi
     d = world["dec_old"]
     ok = (d["action"] == "keep") & d["pd"].between(lo, hi) & (d["fraud_p"] < 0.2)
     assert ok.any(), "world has no user in the wanted PD range"
@@ -145,7 +155,8 @@ def test_model_update_cause(world):
 
 
 def test_policy_cause(world):
-    i = _pick(world, 0.035, 0.055)
+    _, k_hi = _keep_band(world)
+    i = _pick(world, k_hi - 0.025, k_hi - 0.005)  # the -0.03 shift moves the keep edge below it
     tight = load_policy(
         calendar=[
             {"name": "risk_appetite", "start": "2026-06-15", "params": {"pd_cutoff_shift": -0.03}}
