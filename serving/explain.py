@@ -380,6 +380,12 @@ def explain_downgrades(
     data_keys = DATA_FACTORS
     nv = xn.to_numpy()
     ov = xo.to_numpy()
+    # Freshness is checked first and can only hold a line back (defer), never cut it: in the
+    # mixes the freshness columns always take their new values, so a flag that cleared since the
+    # last run (a deferred decision now going ahead) is not blamed for the cut.
+    ov_mix = ov.copy()
+    fresh_idx = [j for j, c in enumerate(columns) if col_cause[c] == "system_data"]
+    ov_mix[:, fresh_idx] = nv[:, fresh_idx]
     pos = {c: j for j, c in enumerate(columns)}
     model_idx = {key: [pos[c] for c in m.features] for key, m in models.items()}
     rule_cols = sorted(
@@ -396,7 +402,7 @@ def explain_downgrades(
         if dmask not in hybrid_scores:
             chosen = {data_keys[i] for i in range(len(data_keys)) if dmask >> i & 1}
             take_new = np.array([col_cause[c] in chosen for c in columns])
-            hyb = np.where(take_new[None, :], nv, ov)
+            hyb = np.where(take_new[None, :], nv, ov_mix)
             hybrid_scores[dmask] = {
                 "rule_cols": {c: hyb[:, pos[c]] for c in rule_cols},
                 **{
@@ -407,7 +413,7 @@ def explain_downgrades(
         return hybrid_scores[dmask]
 
     # A factor that did not change is a dummy player (Shapley value 0): leave it out of the mixes.
-    changed_cols = ~_same(nv, ov)
+    changed_cols = ~_same(nv, ov_mix)
     moved = {
         key: bool(changed_cols[:, [col_cause[c] == key for c in columns]].any())
         for key in data_keys
