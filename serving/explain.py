@@ -802,23 +802,32 @@ def _reason_items(
         )
 
     if stale:
+        # The signals that say the data were not current (flags, the book's late-arrival share,
+        # source ages over their limit show in the freshness panel), then the overdue it produced.
+        shown = {
+            "fresh_stale": "flag",
+            "fresh_sync_lag_flag": "flag",
+            "fresh_payments_lag_share_7d": "ratio",
+            "inst_dpd_now": "days",
+        }
         vals = [
             {
                 "feature": c,
-                "description": c.removeprefix("fresh_").replace("_", " "),
-                "before": format_value(float(xo[i, j]), "days" if c.endswith("_days") else "flag"),
-                "after": format_value(float(xn[i, j]), "days" if c.endswith("_days") else "flag"),
+                "description": fm[c].description
+                if c in fm
+                else c.removeprefix("fresh_").replace("_", " "),
+                "before": format_value(float(xo[i, j]), shown[c]),
+                "after": format_value(float(xn[i, j]), shown[c]),
             }
             for j, c in enumerate(columns)
-            if c.startswith("fresh_")
-            and (changed_row[j] or c in ("fresh_stale", "fresh_sync_lag_flag"))
+            if c in shown and (changed_row[j] or c == "fresh_sync_lag_flag")
         ]
         add(
             "data_not_current",
             "system_data",
             1e9,
-            "决策时数据未及时同步（例如还款尚未到账），本次不利调整应暂缓或重新评估",
-            "data were not current when the decision ran (e.g. a repayment had not synced); the adverse decision is held for re-run",
+            "决策时数据未及时同步（例如还款尚未到账）：不利调整应暂缓，待数据同步后重新评估",
+            "data were not current when the decision ran (e.g. a repayment had not synced): hold the adverse decision and re-run it after the sync",
             vals[:4],
         )
     # Data reasons: credit-model groups for risk causes, fraud-model groups for fraud.
