@@ -198,6 +198,9 @@ def run_explain(
     day = f"{as_of.date()}"
     out = Path(explanations_dir) / f"as_of={day}"
     rep = Path(reports_dir) / "explanations" / f"as_of={day}"
+    if users is not None:
+        # A look at a few users must not replace the batch's files.
+        out, rep = out / "selected", rep / "selected"
     records_path = write_parquet(result.records, out / "explanations.parquet")
     json_path = write_json(result.details, out / "explanations.json")
     summary = {**result.summary, "as_of": day, "prev_as_of": f"{prev_as_of.date()}"}

@@ -92,8 +92,12 @@ def test_job_writes_records_reports_and_is_deterministic(tmp_path):
 
 def test_single_user_and_clear_errors(tmp_path):
     models = _world(tmp_path)
+    full = _run(tmp_path, models)
+    before = full.records_path.read_bytes()
     res = _run(tmp_path, models, users=["u_000003"])
     assert res.explained == 1
+    assert res.records_path.parent.name == "selected"
+    assert full.records_path.read_bytes() == before  # the batch's files are untouched
     with pytest.raises(FileNotFoundError, match="creditline score"):
         run_explain(
             "2027-01-31",
