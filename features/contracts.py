@@ -239,9 +239,10 @@ def _coerce_types(table: str, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series
             conv = pd.to_numeric(s, errors="coerce").astype("float64")
             if kind == "int64":
                 conv = conv.where(conv == np.floor(conv))
+        elif pd.api.types.is_string_dtype(s) and not pd.api.types.is_object_dtype(s):
+            conv = s  # already text (the common case: parquet strings); nulls stay null
         else:
-            conv = s.astype(object).where(s.notna(), None)
-            conv = conv.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            conv = s.astype(str).astype(object).where(s.notna(), None)
         broken = s.notna().to_numpy() & conv.isna().to_numpy()
         if broken.any():
             reasons[broken] = _join(reasons[broken], f"{c}: wrong type, expected {kind}")
@@ -251,14 +252,15 @@ def _coerce_types(table: str, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series
     return pd.DataFrame(out, index=df.index), reasons[reasons != ""]
 
 
-def _row_failures(table: str, df: pd.DataFrame) -> pd.Series:
-    """Return one reason string per failing row (index = row position): type, then pandera."""
-    df, type_fails = _coerce_types(table, df)
-    df = df.drop(index=type_fails.index)
+def _row_failures(table: str, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Coerce types, then return the coerced frame and one reason string per failing row
+    (index = row position): type failures first, then pandera's checks."""
+    coerced, type_fails = _coerce_types(table, df)
+    df = coerced.drop(index=type_fails.index)
     schema = SCHEMAS[table]
     try:
         schema.validate(df, lazy=True)
-        return type_fails
+        return coerced, type_fails
     except pa.errors.SchemaErrors as err:
         fc = err.failure_cases
     row_level = fc[fc["index"].notna()]
@@ -273,7 +275,7 @@ def _row_failures(table: str, df: pd.DataFrame) -> pd.Series:
         reason = "; ".join(
             f"{c}: {k}" for c, k in zip(table_level["column"], table_level["check"], strict=True)
         )
-        return pd.concat([type_fails, pd.Series(reason, index=df.index, dtype=object)])
+        return coerced, pd.concat([type_fails, pd.Series(reason, index=df.index, dtype=object)])
     # A check over several columns reports once per column; say it once per row instead.
     frame_level = row_level["schema_context"].eq("DataFrameSchema").to_numpy()
     check = row_level["check"].astype(object).map(str)
@@ -286,7 +288,7 @@ def _row_failures(table: str, df: pd.DataFrame) -> pd.Series:
     reasons = reasons.where(~is_dup, f"duplicate key ({key}); the first row with this key is kept")
     reasons.index = row_level["index"].astype(np.int64).to_numpy()
     reasons = reasons[~reasons.index.duplicated(keep="first") | ~(frame_level | is_dup)]
-    return pd.concat(
+    return coerced, pd.concat(
         [type_fails, reasons.groupby(level=0).agg(lambda r: "; ".join(dict.fromkeys(r)))]
     )
 
@@ -352,10 +354,10 @@ def validate_tables(
     for t, df in raw.items():
         extra = _check_columns(t, df, sources.get(t, t))
         df = df[COLUMNS[t]].reset_index(drop=True)
-        fails = _row_failures(t, df)
+        coerced, fails = _row_failures(t, df)
         ok = ~df.index.isin(fails.index)
         bad[t] = [_as_quarantine(df.loc[fails.index], fails)] if len(fails) else []
-        kept[t] = _coerce(t, _coerce_types(t, df[ok])[0])
+        kept[t] = _coerce(t, coerced[ok])
         reports[t] = TableReport(t, len(df), 0, 0, dropped_columns=extra)
     # Cross-table checks run on rows that passed their own table's checks; a row that fails
     # them is moved to quarantine too. Users first: a quarantined user makes their rows unknown.
