@@ -95,6 +95,13 @@ class GatesConfig(_Frozen):
     monotone_sample_rows: int = Field(500, ge=1)
 
 
+class ExplainConfig(_Frozen):
+    num_threads: int = Field(2, ge=1, description="threads for attribution and hybrid scoring")
+    old_policy_file: str | None = Field(
+        None, description="policy TOML of the previous decision when it differs from the current file"
+    )
+
+
 class Config(_Frozen):
     paths: PathsConfig = PathsConfig()
     simulation: SimulationConfig = SimulationConfig()
@@ -103,6 +110,7 @@ class Config(_Frozen):
     scoring: ScoringConfig = ScoringConfig()
     model: ModelConfig = ModelConfig()
     gates: GatesConfig = GatesConfig()
+    explain: ExplainConfig = ExplainConfig()
 
 
 DEFAULT_CONFIG_FILE = "creditline.toml"

@@ -1,0 +1,191 @@
+"""The explain job end to end on files: records, JSON, HTML reports, determinism, fidelity figures."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from features.tables import write_parquet
+from serving.explain_run import measure_fidelity, run_explain
+from serving.policy import load_policy
+from tests.serving.explain_world import AS_OF_NEW, AS_OF_OLD, base_snapshot, decide, train_models
+
+
+def _world(root):
+    m = train_models()
+    old = base_snapshot(150, seed=7)
+    new = old.assign(as_of=AS_OF_NEW)
+    new.loc[0:9, "bureau_overdue_accounts_cnt"] = 4.0  # bureau trouble
+    new.loc[10:19, "inst_late_cnt_3m"] = 4.0  # own late payments
+    new.loc[15:19, "fresh_sync_lag_flag"] = (
+        1.0  # ... five of them only look late: payments not synced
+    )
+    new.loc[
+        20:24,
+        ["app_device_changes_cnt_30d", "app_sim_changes_cnt_30d", "graph_device_shared_users_cnt"],
+    ] = 5.0
+    policy = load_policy()
+    d_old = decide(old, m["credit"], m["fraud"], policy, AS_OF_OLD, old["ctx_line_cny"].to_numpy())
+    d_new = decide(
+        new, m["credit"], m["fraud"], policy, AS_OF_NEW, d_old["new_line_cny"].to_numpy()
+    )
+    for day, feats, dec in ((AS_OF_OLD, old, d_old), (AS_OF_NEW, new, d_new)):
+        write_parquet(feats, root / "features" / f"as_of={day.date()}" / "features.parquet")
+        write_parquet(
+            dec.assign(policy_version=policy.version),
+            root / "decisions" / f"as_of={day.date()}" / "decisions.parquet",
+        )
+    return {"credit-pd/1": m["credit"], "fraud/1": m["fraud"]}
+
+
+def _run(root, models, users=None):
+    return run_explain(
+        AS_OF_NEW,
+        root / "decisions",
+        root / "features",
+        root / "explanations",
+        root / "reports",
+        tracking_uri="sqlite:///unused.db",
+        users=users,
+        models=models,
+        n_threads=1,
+    )
+
+
+def test_job_writes_records_reports_and_is_deterministic(tmp_path):
+    models = _world(tmp_path)
+    res = _run(tmp_path, models)
+    assert res.prev_as_of == AS_OF_OLD
+    rec = pd.read_parquet(res.records_path)
+    assert res.explained == len(rec) > 0
+    by_user = rec.set_index("user_id")
+    assert by_user.loc["u_000001", "cause"] == "risk_bureau"
+    assert by_user.loc["u_000011", "cause"] == "risk_behaviour"
+    assert by_user.loc["u_000016", "cause"] == "system_data"
+    assert by_user.loc["u_000021", "cause"] == "fraud"
+    assert rec["additivity_error"].max() < 1e-6
+    assert (rec["max_unchanged_attribution"] == 0).all()
+    assert rec["reproduced"].all()
+
+    page = (res.report_path.parent / "users" / "u_000001.html").read_text(encoding="utf-8")
+    reason = by_user.loc["u_000001", "reason_1_en"]
+    assert reason in page and by_user.loc["u_000001", "reason_1_zh"] in page
+    for section in (
+        "Decision trace",
+        "Data freshness",
+        "<svg",
+        "Changed features",
+        "What would restore the line",
+        "Versions",
+    ):
+        assert section in page
+    assert "ctx_age_band" not in page and "ctx_income_band" not in page  # demographics never shown
+    index = res.report_path.read_text(encoding="utf-8")
+    assert "By cause" in index and "users/u_000001.html" in index or "users/" in index
+
+    before = {p: p.read_bytes() for p in (res.records_path, res.json_path, res.report_path)}
+    res2 = _run(tmp_path, models)
+    assert {
+        p: p.read_bytes() for p in (res2.records_path, res2.json_path, res2.report_path)
+    } == before
+
+
+def test_single_user_and_clear_errors(tmp_path):
+    models = _world(tmp_path)
+    full = _run(tmp_path, models)
+    before = full.records_path.read_bytes()
+    res = _run(tmp_path, models, users=["u_000003"])
+    assert res.explained == 1
+    assert res.records_path.parent.name == "selected"
+    assert full.records_path.read_bytes() == before  # the batch's files are untouched
+    with pytest.raises(FileNotFoundError, match="creditline score"):
+        run_explain(
+            "2027-01-31",
+            tmp_path / "decisions",
+            tmp_path / "features",
+            tmp_path / "e",
+            tmp_path / "r",
+            "sqlite:///x.db",
+            models=models,
+        )
+    with pytest.raises(ValueError, match="no decisions before"):
+        run_explain(
+            AS_OF_OLD,
+            tmp_path / "decisions",
+            tmp_path / "features",
+            tmp_path / "e",
+            tmp_path / "r",
+            "sqlite:///x.db",
+            models=models,
+        )
+
+
+def test_fidelity_figures_from_truth():
+    records = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d"],
+            "as_of": AS_OF_NEW,
+            "prev_as_of": AS_OF_OLD,
+            "cause": ["risk_bureau", "system_data", "policy", "risk_behaviour"],
+            "freshness_flag": [False, True, False, False],
+            "repaid_in_full_30d": [True, True, False, False],
+            "additivity_error": [1e-12, 0.0, 0.0, 2e-12],
+            "max_unchanged_attribution": 0.0,
+            "reproduced": True,
+        }
+    )
+    june = pd.Timestamp("2026-06-01")
+    truth = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d", "d"],
+            "month": [
+                june,
+                june,
+                june,
+                june,
+                pd.Timestamp("2026-05-01"),
+            ],  # May is before the window
+            "primary_cause": ["bureau", "sync_delay", "none", "bureau", "behaviour"],
+            "cause_sync_delay": [False, True, False, False, False],
+        }
+    )
+    f = measure_fidelity(records, truth)
+    # a, b, c match; d is blamed on behaviour but June's truth is bureau: 3 of 4
+    assert f["top_cause_match_share"] == pytest.approx(0.75)
+    assert f["sync_delay_cases"] == 1 and f["sync_delay_caught_share"] == 1.0
+    assert f["top_cause_match_share_repaid_in_full"] == 1.0
+    assert f["max_unchanged_attribution"] == 0.0
+
+
+def test_fidelity_counts_a_regulation_that_starts_between_the_decisions():
+    records = pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "as_of": AS_OF_NEW,
+            "prev_as_of": AS_OF_OLD,
+            "prev_action": ["keep", "keep"],
+            "cause": ["regulation", "regulation"],
+            "freshness_flag": False,
+            "repaid_in_full_30d": False,
+            "additivity_error": 0.0,
+            "max_unchanged_attribution": 0.0,
+            "reproduced": True,
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "month": pd.Timestamp("2026-06-01"),
+            "primary_cause": ["behaviour", "bureau"],
+            "cause_sync_delay": False,
+            "cause_behaviour": [True, False],
+            "cause_bureau": [False, True],
+        }
+    )
+    # the simulator's per-user truth cannot name a regulation: without the calendar, no match
+    assert measure_fidelity(records, truth)["top_cause_match_share"] == 0.0
+    calendar = [{"name": "regulation", "start": "2026-06-15", "params": {}}]
+    f = measure_fidelity(records, truth, calendar)
+    assert f["top_cause_match_share"] == 1.0 and f["matched_by_calendar"] == 2
+    late = [{"name": "regulation", "start": "2026-07-15", "params": {}}]  # after the new decision
+    assert measure_fidelity(records, truth, late)["top_cause_match_share"] == 0.0
