@@ -44,9 +44,10 @@ class MonitorConfig(_Frozen):
     psi_bins: int = Field(10, ge=2)
     important_features_top_k: int = Field(15, ge=1, description="features by gain tested for drift")
     label_horizon_months: int = Field(12, ge=1, description="months until a default label matures")
+    label_margin_days: int = Field(14, ge=0, description="extra days for late-syncing payments")
     min_matured_rows: int = Field(500, ge=1, description="fewer matured rows: no performance trigger")
     segments: tuple[str, ...] = Field(
-        ("pd_band", "ctx_repaid_in_full_30d"),
+        ("pd_band", "ctx_repaid_in_full_30d", "ctx_income_band"),
         description="columns to break misjudgements down by (pd_band is derived)",
     )
     fraud_flag_threshold: float = Field(0.5, gt=0, lt=1)
@@ -56,11 +57,15 @@ class MonitorConfig(_Frozen):
     max_score_psi: float = Field(0.25, gt=0)
     max_gini_drop: float = Field(0.05, gt=0, description="champion baseline Gini minus matured Gini")
     max_calibration_gap: float = Field(0.03, gt=0, description="|observed - predicted| default rate")
-    max_wrongful_downgrade_rate: float = Field(0.6, gt=0, le=1)
+    max_wrongful_excess: float = Field(
+        0.1, gt=0, le=1, description="share of matured downgrades that stayed good, above what their PDs implied"
+    )
     # Retraining.
     retrain_window_months: int = Field(6, ge=1, description="matured as-of months a challenger trains on")
     retrain_cooldown_months: int = Field(3, ge=0, description="months after a retrain with no new one")
     auto_promote: bool = Field(True, description="promote a challenger that passes the gates")
+    bootstrap_months: int = Field(6, ge=2, description="months before the cycle the first models learn from")
+    baseline_arm: bool = Field(True, description="also score with the models frozen (the no-loop comparison)")
 
 
 class Config(_Frozen):

@@ -56,14 +56,15 @@ class MonitorSettings:
     psi_bins: int = 10
     important_features_top_k: int = 15
     label_horizon_months: int = 12
+    label_margin_days: int = 14
     min_matured_rows: int = 500
-    segments: tuple[str, ...] = ("pd_band", "ctx_repaid_in_full_30d")
+    segments: tuple[str, ...] = ("pd_band", "ctx_repaid_in_full_30d", "ctx_income_band")
     fraud_flag_threshold: float = 0.5
     max_drifted_share: float = 0.3
     max_score_psi: float = 0.25
     max_gini_drop: float = 0.05
     max_calibration_gap: float = 0.03
-    max_wrongful_downgrade_rate: float = 0.6
+    max_wrongful_excess: float = 0.1
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> MonitorSettings:
@@ -85,6 +86,8 @@ def should_retrain(summary: dict, thresholds: MonitorSettings) -> tuple[bool, li
     Each rule fires only on evidence that is present: performance rules need at least
     `min_matured_rows` matured labels; the wrongful-downgrade rule needs at least that many
     matured downgrades... scaled down to a tenth, since downgrades are rarer than users.
+    The misjudgement rule compares the share of downgraded users who stayed good with the
+    share their PDs implied (a PD of 0.3 expects 7 in 10 to stay good).
 
     >>> s = {"drift": {"drifted_share": 0.5, "drifted": ["a", "b"]}, "score": {"psi": 0.3}}
     >>> should_retrain(s, MonitorSettings())
@@ -122,15 +125,15 @@ def should_retrain(summary: dict, thresholds: MonitorSettings) -> tuple[bool, li
                 f"{matured['predicted_rate']:.3%} (gap {gap:+.3%}, limit {t.max_calibration_gap:.1%})"
             )
     overall = (summary.get("misjudgement") or {}).get("overall") or {}
-    rate = overall.get("wrongful_downgrade_rate")
+    excess = overall.get("wrongful_excess")
     if (
-        _num(rate)
+        _num(excess)
         and overall.get("downgraded_matured", 0) >= max(1, t.min_matured_rows // 10)
-        and rate >= t.max_wrongful_downgrade_rate
+        and excess >= t.max_wrongful_excess
     ):
         reasons.append(
-            f"misjudgement: {rate:.0%} of matured downgrades stayed good "
-            f"(limit {t.max_wrongful_downgrade_rate:.0%})"
+            f"misjudgement: {overall['wrongful_downgrade_rate']:.0%} of matured downgrades stayed "
+            f"good, {excess:.0%} more than their PDs implied (limit {t.max_wrongful_excess:.0%})"
         )
     return bool(reasons), reasons
 
@@ -294,11 +297,15 @@ def available_as_ofs(features_dir: str | Path) -> list[pd.Timestamp]:
 
 
 def latest_matured_as_of(
-    features_dir: str | Path, as_of: pd.Timestamp, horizon_months: int
+    features_dir: str | Path, as_of: pd.Timestamp, horizon_months: int, margin_days: int = 14
 ) -> pd.Timestamp | None:
-    """Newest as-of T with a feature table and T + horizon <= as_of (its labels are final)."""
-    limit = pd.Timestamp(as_of) - pd.DateOffset(months=horizon_months)
-    done = [t for t in available_as_ofs(features_dir) if t <= limit]
+    """Newest as-of T with a feature table whose labels are final by `as_of`:
+    T + horizon + margin (late-syncing payments) <= as_of."""
+    as_of = pd.Timestamp(as_of)
+    done = [
+        t for t in available_as_ofs(features_dir)
+        if t + pd.DateOffset(months=horizon_months) + pd.Timedelta(days=margin_days) <= as_of
+    ]
     return done[-1] if done else None
 
 
@@ -331,21 +338,56 @@ def reference_paths_from_lineage(run_params: dict[str, str], run_tags: dict[str,
     return sorted(found)
 
 
+LINEAGE_ARTIFACT = "lineage.json"
+
+
 def champion_lineage(tracking_uri: str, model_name: str, version: int) -> dict:
-    """Params, tags and metrics of the training run behind a registered model version."""
+    """Params, tags, metrics and the `lineage.json` artifact of the run behind a model version."""
+    import json
+
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     mv = client.get_model_version(model_name, str(version))
     if not mv.run_id:
-        return {"params": {}, "tags": {}, "metrics": {}, "run_id": None}
+        return {"params": {}, "tags": {}, "metrics": {}, "run_id": None, "lineage_json": {}}
     run = client.get_run(mv.run_id)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path=LINEAGE_ARTIFACT, tracking_uri=tracking_uri
+        )
+        lineage_json = json.loads(Path(local).read_text())
+    except Exception as exc:  # older runs may not have it; params/tags are the fallback
+        log.debug("no %s for %s v%s: %s", LINEAGE_ARTIFACT, model_name, version, exc)
+        lineage_json = {}
     return {
         "params": dict(run.data.params),
         "tags": dict(run.data.tags),
         "metrics": dict(run.data.metrics),
         "run_id": mv.run_id,
+        "lineage_json": lineage_json,
     }
+
+
+def reference_paths_for(lineage: dict, features_dir: str | Path) -> list[Path]:
+    """The champion's training feature tables: from `lineage.json` (its training as-of dates,
+    their recorded paths or the same dates under `features_dir`), else any path named in the
+    run's params/tags."""
+    art = lineage.get("lineage_json") or {}
+    train_dates = {str(x) for x in ((art.get("train") or {}).get("as_of") or [])}
+    found: list[Path] = []
+    for snap in art.get("snapshots") or []:
+        if str(snap.get("as_of")) in train_dates and snap.get("path") and Path(snap["path"]).exists():
+            found.append(Path(snap["path"]))
+    if not found:
+        found = [
+            feature_table_path(features_dir, pd.Timestamp(d)) for d in sorted(train_dates)
+            if feature_table_path(features_dir, pd.Timestamp(d)).exists()
+        ]
+    if found:
+        return sorted(set(found))
+    return reference_paths_from_lineage(lineage.get("params", {}), lineage.get("tags", {}))
 
 
 def baseline_gini_from_metrics(metrics: dict[str, float]) -> float | None:
@@ -421,7 +463,7 @@ def run_monitor(
     if reference_paths is None or baseline_gini is None:
         lineage = champion_lineage(tracking_uri, model.name, int(model.version))
     if reference_paths is None:
-        reference_paths = reference_paths_from_lineage(lineage["params"], lineage["tags"])
+        reference_paths = reference_paths_for(lineage, features_dir)
     if baseline_gini is None:
         baseline_gini = baseline_gini_from_metrics(lineage["metrics"])
     feats = list(model.features)
@@ -435,7 +477,9 @@ def run_monitor(
         if np.isnan(current_pd).any():
             current_pd = None  # decisions from a different table: score afresh
     matured = matured_dec = None
-    t = latest_matured_as_of(features_dir, as_of, settings.label_horizon_months)
+    t = latest_matured_as_of(
+        features_dir, as_of, settings.label_horizon_months, settings.label_margin_days
+    )
     if t is not None:
         matured = read_features(feature_table_path(features_dir, t))
         if decisions_path(decisions_dir, t).exists():
@@ -499,7 +543,8 @@ def flatten_metrics(summary: dict) -> dict[str, float]:
         out[f"matured.{k}"] = m.get(k)
     out["matured.gini_drop"] = summary["performance"].get("gini_drop")
     mis = (summary.get("misjudgement") or {}).get("overall") or {}
-    for k in ("wrongful_downgrade_rate", "wrongful_per_10k_good", "fraud_false_positive_rate"):
+    for k in ("wrongful_downgrade_rate", "wrongful_excess", "wrongful_per_10k_good",
+              "fraud_false_positive_rate"):
         out[f"misjudgement.{k}"] = mis.get(k)
     return {k: float(v) for k, v in out.items() if _num(v)}
 
@@ -568,7 +613,7 @@ calibration slope {{ fmt(m.calibration_slope) }}.</p>
 <h2>Misjudgements</h2>
 {% set o = s.misjudgement.overall %}{% if o %}
 <p>Matured downgrades: {{ o.downgraded_matured }}; stayed good: {{ o.wrongful_downgrades }}
-({{ fmt(o.wrongful_downgrade_rate) }}); per 10k good users: {{ fmt(o.wrongful_per_10k_good) }}.
+({{ fmt(o.wrongful_downgrade_rate) }}; their PDs implied {{ fmt(o.expected_wrongful_rate) }}); per 10k good users: {{ fmt(o.wrongful_per_10k_good) }}.
 {% if o.fraud_flagged_matured is defined %}Fraud flags matured: {{ o.fraud_flagged_matured }}, cleared:
 {{ o.fraud_flags_cleared }} ({{ fmt(o.fraud_false_positive_rate) }}).{% endif %}</p>
 {% for seg, vals in s.misjudgement.by_segment.items() %}<h3>by {{ seg }}</h3>

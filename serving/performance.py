@@ -162,7 +162,9 @@ def misjudgements(
     `decisions`: user_id, action, fraud_p (+ segment columns). `labels`: user_id,
     label_default_12m, label_default_12m_matured, and optionally label_fraud_90d(_matured).
     Wrongful downgrade: action in lower/freeze/close and the user did not default once the
-    label matured. Cleared fraud flag: fraud_p >= threshold and no fraud once matured.
+    label matured. Many downgraded users stay good even when the PDs are right (PD 0.3 means
+    7 in 10 do), so with a `pd` column the expected share (mean 1 - pd over them) and the
+    excess over it are given too: the excess is the misjudgement. Cleared fraud flag: fraud_p >= threshold and no fraud once matured.
     Rates are shares of the flagged group; `by_segment` repeats them per segment value.
     """
     for col in ("user_id", "action"):
@@ -188,6 +190,11 @@ def misjudgements(
             "good_matured": int((good & frame_mask).sum()),
             "wrongful_per_10k_good": _per_10k((d & good).sum(), (good & frame_mask).sum()),
         }
+        if "pd" in df.columns:
+            # What the model expected: a downgraded user with PD p stays good with prob 1 - p.
+            expected = float((1 - df.loc[d, "pd"]).mean()) if d.any() else float("nan")
+            out["expected_wrongful_rate"] = expected
+            out["wrongful_excess"] = out["wrongful_downgrade_rate"] - expected
         if "fraud_p" in df.columns and "label_fraud_90d" in df.columns:
             fm = df.get("label_fraud_90d_matured", pd.Series(True, index=df.index))
             fm = fm.fillna(False).astype(bool) & frame_mask

@@ -34,6 +34,8 @@ def _root(
 
 def _register() -> None:
     # Each command module adds its commands to `app` when imported.
+    import serving.cli.cycle  # noqa: F401
+    import serving.cli.monitor  # noqa: F401
     import serving.cli.simulate  # noqa: F401
 
 
