@@ -36,7 +36,17 @@ APP_EVENT_TYPES = ("login", "device_change", "sim_change", "password_reset", "ge
 LENDER_TYPES = ("bank", "consumer_finance", "microloan", "credit_card")
 LINE_ACTIONS = ("open", "keep", "raise", "lower", "freeze", "close", "defer")
 # Column names that would mean personal data reached a table: a hard error, never a warning.
-PERSONAL_DATA_NAMES = ("name", "phone", "mobile", "id_number", "id_card", "idcard", "address", "email", "ssn")
+PERSONAL_DATA_NAMES = (
+    "name",
+    "phone",
+    "mobile",
+    "id_number",
+    "id_card",
+    "idcard",
+    "address",
+    "email",
+    "ssn",
+)
 
 
 class ContractError(ValueError):
@@ -67,7 +77,6 @@ def _events_schema(name: str, columns: dict[str, pa.Column], key: list[str]) -> 
             pa.Check(
                 lambda df: df["available_time"] >= df["event_time"],
                 name="available_time >= event_time",
-                error="a row cannot reach the warehouse before it happened",
             )
         ],
     )
@@ -185,7 +194,9 @@ class LoadResult:
         for r in self.reports.values():
             line = f"{r.table}: {r.rows_in} rows in, {r.rows_kept} kept, {r.rows_quarantined} quarantined"
             if r.rows_quarantined:
-                top = ", ".join(f"{k} ({v})" for k, v in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:3])
+                top = ", ".join(
+                    f"{k} ({v})" for k, v in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:3]
+                )
                 line += f" [{top}] -> {r.quarantine_file}"
             if r.dropped_columns:
                 line += f"; extra columns ignored: {', '.join(r.dropped_columns)}"
@@ -218,7 +229,11 @@ def _coerce_types(table: str, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series
     for c, col in SCHEMAS[table].columns.items():
         s, kind = df[c], str(col.dtype)
         if kind == TIME:
-            conv = pd.to_datetime(s, errors="coerce", format="mixed") if s.dtype == object or pd.api.types.is_string_dtype(s) else pd.to_datetime(s, errors="coerce")
+            conv = (
+                pd.to_datetime(s, errors="coerce", format="mixed")
+                if s.dtype == object or pd.api.types.is_string_dtype(s)
+                else pd.to_datetime(s, errors="coerce")
+            )
             conv = conv.astype(TIME)
         elif kind in ("int64", "float64"):
             conv = pd.to_numeric(s, errors="coerce").astype("float64")
@@ -252,13 +267,28 @@ def _row_failures(table: str, df: pd.DataFrame) -> pd.Series:
         # A failure without a row (a whole column of the wrong type that cannot be coerced):
         # every row fails it, so every row is quarantined with that reason.
         for _, f in table_level.iterrows():
-            log.warning("%s: column %s failed %s for the whole table", table, f["column"], f["check"])
-        reason = "; ".join(f"{c}: {k}" for c, k in zip(table_level["column"], table_level["check"], strict=True))
+            log.warning(
+                "%s: column %s failed %s for the whole table", table, f["column"], f["check"]
+            )
+        reason = "; ".join(
+            f"{c}: {k}" for c, k in zip(table_level["column"], table_level["check"], strict=True)
+        )
         return pd.concat([type_fails, pd.Series(reason, index=df.index, dtype=object)])
-    col = row_level["column"].fillna("row").astype(str)
-    reasons = col + ": " + row_level["check"].astype(str) + " (value " + row_level["failure_case"].astype(str) + ")"
+    # A check over several columns reports once per column; say it once per row instead.
+    frame_level = row_level["schema_context"].eq("DataFrameSchema").to_numpy()
+    check = row_level["check"].astype(object).map(str)
+    is_dup = check.eq("multiple_fields_uniqueness").to_numpy()
+    key = "+".join(schema.unique or [])
+    col = row_level["column"].astype(object).map(lambda c: "row" if c is None or c != c else str(c))
+    value = row_level["failure_case"].astype(object).map(str)
+    reasons = (col + ": " + check + " (value " + value + ")").astype(object)
+    reasons = reasons.where(~frame_level, "row: " + check)
+    reasons = reasons.where(~is_dup, f"duplicate key ({key}); the first row with this key is kept")
     reasons.index = row_level["index"].astype(np.int64).to_numpy()
-    return pd.concat([type_fails, reasons.groupby(level=0).agg("; ".join)])
+    reasons = reasons[~reasons.index.duplicated(keep="first") | ~(frame_level | is_dup)]
+    return pd.concat(
+        [type_fails, reasons.groupby(level=0).agg(lambda r: "; ".join(dict.fromkeys(r)))]
+    )
 
 
 def _coerce(table: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -275,7 +305,9 @@ def _coerce(table: str, df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=df.index)
 
 
-def _cross_table_failures(tables: dict[str, pd.DataFrame], extracted_at: pd.Timestamp) -> dict[str, pd.Series]:
+def _cross_table_failures(
+    tables: dict[str, pd.DataFrame], extracted_at: pd.Timestamp
+) -> dict[str, pd.Series]:
     """Reasons per row for checks that need more than one table, or the extract time."""
     out: dict[str, pd.Series] = {}
     users = tables.get("users")
@@ -289,7 +321,9 @@ def _cross_table_failures(tables: dict[str, pd.DataFrame], extracted_at: pd.Time
             unknown = ~df["user_id"].isin(known_users)
             reasons[unknown] = _join(reasons[unknown], "user_id: unknown user (not in users)")
         if t == "installments" and loans is not None:
-            draw = df["loan_id"].map(loans.set_index("loan_id")["event_time"])
+            draws = loans[["loan_id", "event_time"]].rename(columns={"event_time": "draw_time"})
+            draw = df[["loan_id"]].merge(draws, on="loan_id", how="left")["draw_time"]
+            draw.index = df.index
             no_loan = draw.isna()
             reasons[no_loan] = _join(reasons[no_loan], "loan_id: unknown loan (not in loans)")
             early = draw.notna() & (df["event_time"] < draw)
@@ -332,13 +366,19 @@ def validate_tables(
             kept[t] = kept[t].drop(index=fails.index)
     for t in kept:
         kept[t] = kept[t].reset_index(drop=True)
-        q = pd.concat(bad[t], ignore_index=True) if bad[t] else _as_quarantine(raw[t].iloc[:0][COLUMNS[t]], pd.Series(dtype=object))
+        q = (
+            pd.concat(bad[t], ignore_index=True)
+            if bad[t]
+            else _as_quarantine(raw[t].iloc[:0][COLUMNS[t]], pd.Series(dtype=object))
+        )
         r = reports[t]
         r.rows_kept, r.rows_quarantined = len(kept[t]), len(q)
         r.reasons = _reason_counts(q["quarantine_reason"])
         bad[t] = [q]
         if r.rows_in != r.rows_kept + r.rows_quarantined:  # the invariant this module exists for
-            raise RuntimeError(f"{t}: rows in {r.rows_in} != kept {r.rows_kept} + quarantined {r.rows_quarantined}")
+            raise RuntimeError(
+                f"{t}: rows in {r.rows_in} != kept {r.rows_kept} + quarantined {r.rows_quarantined}"
+            )
     return kept, {t: v[0] for t, v in bad.items()}, reports
 
 
@@ -372,7 +412,9 @@ def load_raw(
     for t in tables:
         folder = raw_dir / t
         if not folder.exists():
-            raise ContractError(f"{t}: table folder {folder} not found (expected parquet parts there)")
+            raise ContractError(
+                f"{t}: table folder {folder} not found (expected parquet parts there)"
+            )
         frames[t] = read_table_dir(folder)
         sources[t] = str(folder)
     kept, quarantined, reports = validate_tables(frames, extracted_at, sources)
@@ -381,7 +423,9 @@ def load_raw(
         if len(q):
             write_parquet(q, target)
             reports[t].quarantine_file = str(target)
-            log.warning("%s: quarantined %d of %d rows -> %s", t, len(q), reports[t].rows_in, target)
+            log.warning(
+                "%s: quarantined %d of %d rows -> %s", t, len(q), reports[t].rows_in, target
+            )
         else:
             target.unlink(missing_ok=True)
     return LoadResult(kept, reports)

@@ -54,7 +54,9 @@ def write_text(text: str, path: str | Path) -> Path:
 
 def write_json(obj: Any, path: str | Path) -> Path:
     """Write JSON atomically with sorted keys (so equal content gives equal bytes)."""
-    return write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n", path)
+    return write_text(
+        json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n", path
+    )
 
 
 def read_table_dir(folder: str | Path, columns: list[str] | None = None) -> pd.DataFrame:

@@ -8,7 +8,9 @@ import typer
 
 from features.config import Config, load_config
 
-CONFIG_OPTION = typer.Option(None, "--config", help="Config file (default: ./creditline.toml if present).")
+CONFIG_OPTION = typer.Option(
+    None, "--config", help="Config file (default: ./creditline.toml if present)."
+)
 
 
 def config_or_exit(path: Path | None) -> Config:
