@@ -297,7 +297,19 @@ def _read_explanations(explanations_dir: Path, as_of: pd.Timestamp) -> pd.DataFr
 # The loop
 
 
-def run_cycle(
+def run_cycle(**kwargs) -> CycleResult:
+    """Run the loop from `start` to `end` (month-ends); write and return the summary.
+
+    Keyword arguments as `_run_cycle`. MLflow's fluent API (used when models are downloaded
+    from the registry) points at `tracking_uri` for the duration.
+    """
+    from training.tracking import using_store
+
+    with using_store(kwargs["tracking_uri"]):
+        return _run_cycle(**kwargs)
+
+
+def _run_cycle(
     *,
     start: pd.Timestamp | str,
     end: pd.Timestamp | str,

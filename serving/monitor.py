@@ -457,8 +457,10 @@ def run_monitor(
     as_of = pd.Timestamp(as_of)
     if model is None:
         from training.registry import load_model
+        from training.tracking import using_store
 
-        model = load_model(CREDIT_MODEL, "champion", tracking_uri)
+        with using_store(tracking_uri):  # registry downloads go through MLflow's fluent API
+            model = load_model(CREDIT_MODEL, "champion", tracking_uri)
     lineage = None
     if reference_paths is None or baseline_gini is None:
         lineage = champion_lineage(tracking_uri, model.name, int(model.version))

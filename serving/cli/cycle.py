@@ -34,6 +34,8 @@ def cycle(
 
     Example: creditline cycle --from 2024-10-01 --to 2025-12-31
     """
+    from training.tracking import tracking_uri
+
     from serving.cycle import cycle_settings, run_cycle
 
     cfg = config_or_exit(config)
@@ -51,7 +53,7 @@ def cycle(
         result = run_cycle(
             start=start, end=end, raw_dir=raw or p.raw, features_dir=p.features,
             decisions_dir=p.decisions, explanations_dir=p.explanations, reports_dir=p.reports,
-            quarantine_dir=p.quarantine, tracking_uri=f"sqlite:///{Path(p.mlruns).as_posix()}/mlflow.db",
+            quarantine_dir=p.quarantine, tracking_uri=tracking_uri(p.mlruns),
             settings=settings,
         )
     except (ValueError, FileNotFoundError, LookupError) as exc:

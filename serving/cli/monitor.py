@@ -37,17 +37,19 @@ def monitor(
 
     Example: creditline monitor --as-of 2025-06-30
     """
+    from training.tracking import tracking_uri
+
     from serving.monitor import MonitorSettings, run_monitor
 
     cfg = config_or_exit(config)
-    tracking_uri = f"sqlite:///{Path(cfg.paths.mlruns).as_posix()}/mlflow.db"
+    uri = tracking_uri(cfg.paths.mlruns)
     try:
         out = run_monitor(
             as_of=as_of,
             features_dir=cfg.paths.features,
             decisions_dir=cfg.paths.decisions,
             reports_dir=cfg.paths.reports,
-            tracking_uri=tracking_uri,
+            tracking_uri=uri,
             settings=MonitorSettings.from_mapping(cfg.monitor.model_dump()),
             reference_paths=list(reference) if reference else None,
             html=html,
