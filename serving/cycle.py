@@ -242,10 +242,10 @@ def good_repayers(features: pd.DataFrame, truth: pd.DataFrame | None, as_of: pd.
     if truth is not None:
         t = features[["user_id"]].merge(truth, on="user_id", how="left")
         end = as_of + pd.DateOffset(months=horizon)
-        bad = (t["default_date"].notna() & (t["default_date"] <= end)).to_numpy()
+        bad = t["default_date"].notna() & (t["default_date"] <= end)
         if "fraud_date" in t.columns:
-            bad |= (t["fraud_date"].notna() & (t["fraud_date"] <= end)).to_numpy()
-        good = ~bad
+            bad = bad | (t["fraud_date"].notna() & (t["fraud_date"] <= end))
+        good = ~bad.to_numpy()
     else:
         good = (features["label_default_12m"] == 0).to_numpy()
     return pd.Series(repaid.to_numpy() & good, index=features["user_id"].to_numpy())
