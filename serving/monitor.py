@@ -569,10 +569,14 @@ def log_monitoring_run(summary: dict, folder: Path, tracking_uri: str) -> str:
         },
     )
     rid = run.info.run_id
-    for k, v in sorted(flatten_metrics(summary).items()):
-        client.log_metric(rid, k, v)
-    client.log_param(rid, "as_of", summary["as_of"])
-    client.log_param(rid, "drift_method", summary["drift"]["method"])
+    from mlflow.entities import Metric, Param
+
+    now = int(pd.Timestamp(summary["as_of"]).timestamp() * 1000)  # step time = the as-of
+    client.log_batch(
+        rid,
+        metrics=[Metric(k, v, now, 0) for k, v in sorted(flatten_metrics(summary).items())],
+        params=[Param("as_of", summary["as_of"]), Param("drift_method", summary["drift"]["method"])],
+    )
     if summary["trigger"]["reasons"]:
         client.set_tag(rid, "creditline.reasons", " | ".join(summary["trigger"]["reasons"])[:4900])
     client.log_artifacts(rid, str(folder), artifact_path="monitoring")
