@@ -595,3 +595,21 @@ def cycle_settings(
         seed=seed,
         num_threads=num_threads,
     )
+
+
+def demo_period(world_start: str, months: int, bootstrap_months: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The cycle period for a simulated world: after the bootstrap months (plus the world's
+    first month, when few users exist yet), to the last full month.
+
+    >>> [f"{d:%Y-%m-%d}" for d in demo_period("2024-01-01", 24, 6)]
+    ['2024-09-30', '2025-12-31']
+    """
+    s = pd.Timestamp(world_start)
+    first = s + pd.offsets.MonthEnd(bootstrap_months + 3)
+    last = s + pd.offsets.MonthEnd(months)
+    if first > last:
+        raise ValueError(
+            f"a {months}-month world is too short for {bootstrap_months} bootstrap months and a cycle; "
+            f"simulate at least {bootstrap_months + 4} months"
+        )
+    return first, last
