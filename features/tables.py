@@ -80,3 +80,26 @@ def file_digest(path: str | Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def concat_parquet(parts: list[str | Path], path: str | Path) -> Path:
+    """Concatenate parquet files of one schema into one file atomically, one part in memory at a
+    time (so a large ground-truth table is never held whole). Deterministic bytes, like write_parquet."""
+    path = Path(path)
+    if not parts:
+        raise ValueError(f"{path}: no parquet parts to concatenate")
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        writer = None
+        for p in parts:
+            table = pq.read_table(p).replace_schema_metadata(None)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd", write_statistics=True)
+            writer.write_table(table)
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -35,6 +35,7 @@ def _root(
 def _register() -> None:
     # Each command module adds its commands to `app` when imported.
     import serving.cli.cycle  # noqa: F401
+    import serving.cli.demo  # noqa: F401
     import serving.cli.monitor  # noqa: F401
     import serving.cli.simulate  # noqa: F401
 

@@ -178,16 +178,17 @@ _CORRUPTIONS = {
 }
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(sorted(_CORRUPTIONS)), st.integers(0, 1)), max_size=6))
 def test_rows_in_equal_rows_kept_plus_quarantined(corruptions):
     tables = valid_tables()
     loans = tables["loans"]
     for name, i in corruptions:
         loans = _CORRUPTIONS[name](loans.reset_index(drop=True), i)
-    tables["loans"] = loans
+    # Only the tables a loan corruption can reach (pandera's per-call cost dominates here).
+    tables = {t: tables[t] for t in ("users", "loans", "installments")} | {"loans": loans}
     kept, bad, reports = _validate(tables)
-    for t in TABLES:
+    for t in tables:
         r = reports[t]
         assert r.rows_in == len(tables[t]) == r.rows_kept + r.rows_quarantined
         assert len(kept[t]) == r.rows_kept and len(bad[t]) == r.rows_quarantined
