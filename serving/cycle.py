@@ -169,9 +169,13 @@ def bootstrap_models(
     oot_s = f"{dates[-1]:%Y-%m-%d}"
     gate_keys = ("auc_margin", "min_auc", "calibration_tolerance", "psi_alert", "monotone_sample_rows")
     for kind, name in (("credit", CREDIT_MODEL), ("fraud", FRAUD_MODEL)):
-        if _has_registered(client, name) and current_version(client, name, CHAMPION) is not None:
-            out[name] = current_version(client, name, CHAMPION)
+        champ = current_version(client, name, CHAMPION) if _has_registered(client, name) else None
+        if champ is not None and _trained_on_these_tables(tracking_uri, name, champ):
+            out[name] = champ
             continue
+        if champ is not None:
+            log.warning("%s v%d was trained on other feature tables (another world?): "
+                        "training a new bootstrap model", name, champ)
         log.info("bootstrap: training %s on %s (out-of-time %s)", name, train_s, oot_s)
         res = train_on_feature_tables(
             kind, features_dir, train_s, oot_s, tracking_uri=tracking_uri, settings=s.model,
@@ -186,6 +190,20 @@ def bootstrap_models(
             client.set_registered_model_alias(name, CHAMPION, str(res.version))
         out[name] = res.version
     return out
+
+
+def _trained_on_these_tables(tracking_uri: str, name: str, version: int) -> bool:
+    """True when every snapshot in the version's lineage still has the recorded digest."""
+    from features.tables import file_digest
+
+    snaps = (champion_lineage(tracking_uri, name, version).get("lineage_json") or {}).get("snapshots") or []
+    if not snaps:
+        return True  # no lineage recorded: trust the registry
+    for snap in snaps:
+        p = Path(snap.get("path", ""))
+        if not p.exists() or (snap.get("sha256") and file_digest(p) != snap["sha256"]):
+            return False
+    return True
 
 
 def _has_registered(client, name: str) -> bool:
