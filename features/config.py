@@ -40,6 +40,7 @@ class MonitorConfig(_Frozen):
 
     drift_method: str = Field("wasserstein", description="evidently ValueDrift method per feature")
     drift_threshold: float = Field(0.1, gt=0, description="drift score at/above which a feature drifted")
+    min_feature_psi: float = Field(0.1, ge=0, description="a drifted feature also needs at least this PSI")
     drift_sample_rows: int = Field(20_000, gt=0, description="rows per side for the evidently tests")
     psi_bins: int = Field(10, ge=2)
     important_features_top_k: int = Field(15, ge=1, description="features by gain tested for drift")
@@ -53,10 +54,12 @@ class MonitorConfig(_Frozen):
     fraud_flag_threshold: float = Field(0.5, gt=0, lt=1)
     html_report: str = Field("alarm", pattern="^(always|alarm|never)$", description="evidently HTML in the cycle")
     # Triggers (ANCHORS, Monitoring): PSI > 0.25 act; a Gini drop >= 5 points on matured vintages.
-    max_drifted_share: float = Field(0.3, ge=0, le=1, description="share of important features drifted")
+    max_drifted_share: float = Field(0.5, ge=0, le=1, description="share of important features drifted")
     max_score_psi: float = Field(0.25, gt=0)
     max_gini_drop: float = Field(0.05, gt=0, description="champion baseline Gini minus matured Gini")
-    max_calibration_gap: float = Field(0.03, gt=0, description="|observed - predicted| default rate")
+    max_calibration_gap: float = Field(
+        0.01, gt=0, description="|observed - predicted| default rate (and > 2 sampling s.e.)"
+    )
     max_wrongful_excess: float = Field(
         0.1, gt=0, le=1, description="share of matured downgrades that stayed good, above what their PDs implied"
     )

@@ -109,7 +109,12 @@ def matured_performance(
         return {"n": 0, "available": False}
     a = auc(y, p)
     table = calibration_table(y, p, bands)
+    n_pos = int(y.sum())
     return {
+        "defaults": n_pos,
+        "auc_se": auc_standard_error(a, n_pos, len(y) - n_pos),
+        # sampling error of the observed default rate if the predictions were right
+        "default_rate_se": float(np.sqrt(np.clip(p.mean() * (1 - p.mean()), 0, None) / len(y))),
         "available": True,
         "n": int(len(y)),
         "default_rate": float(y.mean()),
@@ -123,6 +128,19 @@ def matured_performance(
         "calibration_slope": calibration_slope(y, p),
         "calibration_by_band": table.to_dict("records"),
     }
+
+
+def auc_standard_error(a: float, n_pos: int, n_neg: int) -> float:
+    """Hanley-McNeil standard error of an AUC (Gini's is twice this).
+
+    >>> round(auc_standard_error(0.75, 100, 900), 4)  # (0.1875 + 99*0.0375 + 899*0.0804) / 90000
+    0.0291
+    """
+    if not (n_pos and n_neg) or np.isnan(a):
+        return float("nan")
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    return float(np.sqrt(max(var, 0.0)))
 
 
 def expected_auc(p: np.ndarray) -> float:
