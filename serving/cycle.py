@@ -228,18 +228,20 @@ def _score(features_path: Path, models, policy, out_dir: Path, as_of, s: CycleSe
                        max_age_days=s.max_source_age_days, num_threads=s.num_threads, progress=False)
 
 
-def _explain(as_of, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri) -> Path | None:
-    """Explain this month's downgrades when the explanation part is installed."""
+def _explain(as_of, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
+             s: CycleSettings, calendar) -> Path | None:
+    """Explain this month's downgrades against last month's decisions (issue 6's job)."""
     try:
-        from serving.explain import explain_downgrades
+        from serving.explain_run import run_explain
     except ImportError:
-        log.warning("serving.explain is not available: downgrades are not explained")
+        log.warning("serving.explain_run is not available: downgrades are not explained")
         return None
-    res = explain_downgrades(
-        as_of=as_of, features_dir=features_dir, decisions_dir=decisions_dir,
-        out_dir=explanations_dir, reports_dir=reports_dir, tracking_uri=tracking_uri,
+    res = run_explain(
+        as_of, decisions_dir, features_dir, explanations_dir, reports_dir, tracking_uri,
+        policy_file=s.policy_file, calendar=calendar, max_age_days=s.max_source_age_days,
+        n_threads=s.num_threads,
     )
-    return getattr(res, "path", None) or (res if isinstance(res, Path) else None)
+    return res.records_path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,6 +399,7 @@ def _run_cycle(
     per_month: list[dict] = []
     retrains: list[dict] = []
     last_retrain: pd.Timestamp | None = None
+    explain_failures: list[dict] = []
     from tqdm import tqdm
 
     for d in tqdm(months, desc="cycle", unit="month"):
@@ -411,10 +414,13 @@ def _run_cycle(
         timer.add("scoring", t0)
 
         t0 = time.perf_counter()
-        try:
-            _explain(d, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri)
-        except Exception as exc:  # an explanation failure must not stop the loop; it is reported
-            log.error("explaining downgrades as of %s failed: %s", f"{d:%Y-%m-%d}", exc)
+        if d != months[0]:  # the first month has no earlier decision to explain against
+            try:
+                _explain(d, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
+                         s, calendar)
+            except Exception as exc:  # an explanation failure must not stop the loop; it is reported
+                log.error("explaining downgrades as of %s failed: %s", f"{d:%Y-%m-%d}", exc)
+                explain_failures.append({"as_of": f"{d:%Y-%m-%d}", "error": str(exc)[:500]})
         timer.add("explain", t0)
 
         t0 = time.perf_counter()
@@ -490,7 +496,8 @@ def _run_cycle(
         timer.add("evaluation", t0)
 
     return _write_summary(
-        months, per_month, retrains, first, reports_dir, timer, s, truth is not None, baseline_dir
+        months, per_month, retrains, first, reports_dir, timer, s, truth is not None, baseline_dir,
+        explain_failures,
     )
 
 
@@ -499,7 +506,8 @@ def _rate(num: int, den: int) -> float | None:
 
 
 def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer: _Timer,
-                   s: CycleSettings, has_truth: bool, baseline_dir: Path) -> CycleResult:
+                   s: CycleSettings, has_truth: bool, baseline_dir: Path,
+                   explain_failures: list[dict]) -> CycleResult:
     from features.tables import write_json, write_text
     from serving.monitor import _jsonable
 
@@ -523,6 +531,7 @@ def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer:
         "retrains": retrains,
         "promotions": [r for r in retrains if r and r.get("status") == "promoted"],
         "drift_alarms": sum(1 for m in per_month if m["drift_alarm"]),
+        "explain_failures": explain_failures,
         "timings_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
     }
     if s.baseline_arm:
