@@ -33,10 +33,16 @@ class _Tee(io.TextIOBase):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated user/row counts")
-    parser.add_argument("--only", default="", help="comma-separated benchmark names (e.g. simulate,score)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated benchmark names (e.g. simulate,score)"
+    )
     args = parser.parse_args(argv)
     here = Path(__file__).parent
-    names = sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name[len("bench_") :]
+        for m in pkgutil.iter_modules([str(here)])
+        if m.name.startswith("bench_")
+    )
     if args.only:
         wanted = args.only.split(",")
         unknown = sorted(set(wanted) - set(names))

@@ -36,7 +36,10 @@ print(json.dumps(s))
 
 def run_size(users: int, months: int, chunk_users: int, scenarios: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_sim_") as tmp:
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
         proc = subprocess.run(
             [sys.executable, "-c", _CHILD, str(users), str(months), str(chunk_users), tmp, scenarios],
             capture_output=True, text=True, env=env, cwd=ROOT, check=False,
@@ -48,10 +51,14 @@ def run_size(users: int, months: int, chunk_users: int, scenarios: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench_simulate", description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,100000", help="comma-separated user counts (1M only when asked)")
+    ap.add_argument(
+        "--sizes", default="10000,100000", help="comma-separated user counts (1M only when asked)"
+    )
     ap.add_argument("--months", type=int, default=24)
     ap.add_argument("--chunk-users", type=int, default=50_000)
-    ap.add_argument("--scenarios", default="all", help="comma-separated scenario specs ('' for none)")
+    ap.add_argument(
+        "--scenarios", default="all", help="comma-separated scenario specs ('' for none)"
+    )
     args = ap.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
     base: dict | None = None
@@ -60,15 +67,51 @@ def main(argv: list[str] | None = None) -> int:
         if base is None:
             base = r
         figures = [
-            ("simulate_seconds", r["wall_seconds"], "s", base["wall_seconds"], (r["wall_seconds"] / n) / (base["wall_seconds"] / base["users"])),
-            ("simulate_cpu_seconds", r["cpu_seconds"], "s", base["cpu_seconds"], (r["cpu_seconds"] / n) / (base["cpu_seconds"] / base["users"])),
-            ("simulate_peak_rss", r["peak_rss_mb"], "MB", base["peak_rss_mb"], r["peak_rss_mb"] / base["peak_rss_mb"]),
+            (
+                "simulate_seconds",
+                r["wall_seconds"],
+                "s",
+                base["wall_seconds"],
+                (r["wall_seconds"] / n) / (base["wall_seconds"] / base["users"]),
+            ),
+            (
+                "simulate_cpu_seconds",
+                r["cpu_seconds"],
+                "s",
+                base["cpu_seconds"],
+                (r["cpu_seconds"] / n) / (base["cpu_seconds"] / base["users"]),
+            ),
+            (
+                "simulate_peak_rss",
+                r["peak_rss_mb"],
+                "MB",
+                base["peak_rss_mb"],
+                r["peak_rss_mb"] / base["peak_rss_mb"],
+            ),
         ]
         total = sum(r["rows"].values())
-        figures.append(("simulate_rows_per_s_total", total / r["wall_seconds"], "rows/s", sum(base["rows"].values()) / base["wall_seconds"], None))
+        figures.append(
+            (
+                "simulate_rows_per_s_total",
+                total / r["wall_seconds"],
+                "rows/s",
+                sum(base["rows"].values()) / base["wall_seconds"],
+                None,
+            )
+        )
         for t, rows in r["rows"].items():
-            figures.append((f"simulate_rows_per_s_{t}", rows / r["wall_seconds"], "rows/s", base["rows"][t] / base["wall_seconds"], None))
-            figures.append((f"simulate_rows_{t}", rows, "rows", base["rows"][t], rows / base["rows"][t]))
+            figures.append(
+                (
+                    f"simulate_rows_per_s_{t}",
+                    rows / r["wall_seconds"],
+                    "rows/s",
+                    base["rows"][t] / base["wall_seconds"],
+                    None,
+                )
+            )
+            figures.append(
+                (f"simulate_rows_{t}", rows, "rows", base["rows"][t], rows / base["rows"][t])
+            )
         for name, value, unit, bval, ratio in figures:
             if ratio is None:
                 ratio = value / bval if bval else None

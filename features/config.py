@@ -30,6 +30,10 @@ class SimulationConfig(_Frozen):
     chunk_users: int = Field(50_000, gt=0, description="users generated per chunk (bounds memory)")
 
 
+class FeaturesConfig(_Frozen):
+    threads: int = Field(2, ge=1, description="DuckDB threads for the feature build")
+
+
 class TrainingConfig(_Frozen):
     seed: int = 42
     num_threads: int = Field(2, ge=1)
@@ -71,11 +75,71 @@ class MonitorConfig(_Frozen):
     baseline_arm: bool = Field(True, description="also score with the models frozen (the no-loop comparison)")
 
 
+class ScoringConfig(_Frozen):
+    chunk_rows: int = Field(50_000, gt=0, description="users scored per chunk (bounds memory)")
+    policy_file: str | None = Field(None, description="line policy TOML (default: serving/policy/line_policy.toml)")
+    calendar: str | None = Field(None, description="scenario calendar JSON whose regulation/risk_appetite entries apply")
+    max_source_age_days: dict[str, float] | None = Field(
+        None, description="per-source staleness limits, e.g. {bureau = 45}; overrides the policy file's"
+    )
+    num_threads: int = Field(0, ge=0, description="LightGBM predict threads (0 = all cores)")
+class ModelConfig(_Frozen):
+    """LightGBM settings shared by the credit and fraud models (training/fit.py)."""
+
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    max_depth: int = Field(8, description="-1 = unlimited; 8 keeps TreeSHAP fast at equal AUC")
+    min_data_in_leaf: int = Field(100, ge=1)
+    lambda_l2: float = Field(5.0, ge=0)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    max_rounds: int = Field(1000, ge=1)
+    early_stopping_rounds: int = Field(50, ge=1)
+    valid_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="share of training users held out for early stopping + calibration when no --valid-as-of",
+    )
+    small_table_rows: int = Field(
+        20_000,
+        ge=0,
+        description="below this many training rows, also try stronger regularisation and keep the best on validation",
+    )
+    fraud_scale_pos_weight: float | None = Field(
+        None, gt=0, description="None = sqrt(negatives/positives); calibration undoes the shift"
+    )
+    monotone_method: str = "intermediate"
+    shap_sample_rows: int = Field(2000, ge=10)
+
+
+class GatesConfig(_Frozen):
+    """Promotion gates (training/promote.py)."""
+
+    auc_margin: float = Field(
+        0.01, ge=0, description="challenger OOT AUC may trail the champion's by at most this"
+    )
+    min_auc: float = Field(
+        0.6, ge=0, le=1, description="absolute floor when there is no champion yet"
+    )
+    calibration_tolerance: float = Field(
+        0.03,
+        ge=0,
+        description="max expected calibration error (decile-weighted |mean PD - bad rate|) on OOT",
+    )
+    psi_alert: float = Field(0.25, ge=0, description="score PSI train vs OOT must stay below this")
+    monotone_sample_rows: int = Field(500, ge=1)
+
+
 class Config(_Frozen):
     paths: PathsConfig = PathsConfig()
     simulation: SimulationConfig = SimulationConfig()
+    features: FeaturesConfig = FeaturesConfig()
     training: TrainingConfig = TrainingConfig()
     monitor: MonitorConfig = MonitorConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    model: ModelConfig = ModelConfig()
+    gates: GatesConfig = GatesConfig()
 
 
 DEFAULT_CONFIG_FILE = "creditline.toml"

@@ -85,7 +85,9 @@ def month_index(start: pd.Timestamp, when: str) -> int:
     return (t.year - start.year) * 12 + (t.month - start.month)
 
 
-def parse_scenarios(specs: list[str] | tuple[str, ...], start: str | pd.Timestamp, months: int) -> list[Scenario]:
+def parse_scenarios(
+    specs: list[str] | tuple[str, ...], start: str | pd.Timestamp, months: int
+) -> list[Scenario]:
     """Turn `NAME[@YYYY-MM]` strings (and presets) into scenarios sorted by start then name.
 
     >>> [(s.name, s.start) for s in parse_scenarios(["macro_shock@2024-06"], "2024-01-01", 12)]
@@ -98,14 +100,20 @@ def parse_scenarios(specs: list[str] | tuple[str, ...], start: str | pd.Timestam
     for spec in specs:
         m = _SPEC.match(spec.strip())
         if not m:
-            raise ValueError(f"scenario {spec!r}: expected NAME or NAME@YYYY-MM, e.g. macro_shock@2025-03")
+            raise ValueError(
+                f"scenario {spec!r}: expected NAME or NAME@YYYY-MM, e.g. macro_shock@2025-03"
+            )
         name, when = m["name"], m["start"]
         names = PRESETS.get(name, (name,))
         for n in names:
             if n not in SCENARIOS:
                 known = ", ".join([*SCENARIOS, *PRESETS])
                 raise ValueError(f"scenario {name!r} is unknown; known scenarios: {known}")
-            idx = month_index(start, when) if when else min(int(round(SCENARIOS[n][0] * months)), months - 1)
+            idx = (
+                month_index(start, when)
+                if when
+                else min(int(round(SCENARIOS[n][0] * months)), months - 1)
+            )
             if not 0 <= idx < months:
                 raise ValueError(
                     f"scenario {n}: start {when or idx} is outside the simulated period "

@@ -44,7 +44,9 @@ def due_date(draw_time, seq) -> np.ndarray:
     day_of_month = (day - month.astype("datetime64[D]")).astype(np.int64)  # 0-based
     target = month + seq.astype("timedelta64[M]")
     first = target.astype("datetime64[D]")
-    days_in_target = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - first).astype(np.int64)
+    days_in_target = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - first).astype(
+        np.int64
+    )
     due = first + np.minimum(day_of_month, days_in_target - 1).astype("timedelta64[D]")
     out = due.astype(_NS)
     if np.ndim(out) and np.isnat(draws).any():

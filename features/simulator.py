@@ -80,7 +80,9 @@ def _round100(x):
     return np.floor(np.asarray(x) / 100.0) * 100.0
 
 
-def pseudonymise_many(source_ids: list[str], prefix: str = "u", key: bytes | None = None) -> list[str]:
+def pseudonymise_many(
+    source_ids: list[str], prefix: str = "u", key: bytes | None = None
+) -> list[str]:
     """`features.ids.pseudonymise` for many ids at once: the same HMAC-SHA256, with the keyed
     inner and outer hash states computed once and copied per id (several times faster)."""
     key = id_key() if key is None else key
@@ -194,7 +196,10 @@ def simulate_world(
             c, first, n, seed, cal, parsed, world, children[c + 1]
         )
         jobs = [(tables[t][COLUMNS[t]], raw_dir / t / f"part-{c:05d}.parquet") for t in TABLES]
-        jobs += [(truth_um, parts_dir / f"user_month-{c:05d}.parquet"), (truth_out, parts_dir / f"outcomes-{c:05d}.parquet")]
+        jobs += [
+            (truth_um, parts_dir / f"user_month-{c:05d}.parquet"),
+            (truth_out, parts_dir / f"outcomes-{c:05d}.parquet"),
+        ]
         # parquet encoding releases the GIL: two writers use both cores; the bytes do not change
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(lambda job: write_parquet(*job), jobs))
@@ -329,11 +334,21 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         signup_m[members] = np.minimum(ring_start[k] + rng_user.integers(0, 2, s), M - 1)
         pos += s
     is_ring = ring_of >= 0
-    bust_m = np.where(is_ring, ring_bust[np.maximum(ring_of, 0)] + (rng_user.random(n) < 0.3), NEVER)
+    bust_m = np.where(
+        is_ring, ring_bust[np.maximum(ring_of, 0)] + (rng_user.random(n) < 0.3), NEVER
+    )
     z_base = np.where(is_ring, np.minimum(z_base, Z_MEAN), z_base)  # rings look like good customers
-    signup_t = cal.month_start(signup_m) + (rng_user.random(n) * cal.days_in(signup_m) * DAY).astype(np.int64)
+    signup_t = cal.month_start(signup_m) + (
+        rng_user.random(n) * cal.days_in(signup_m) * DAY
+    ).astype(np.int64)
     signup_t = np.minimum(signup_t, cal.end - HOUR)
-    line0 = _round100(np.clip(np.exp(rng_user.normal(np.log(2500 + 2500 * income), 0.35) - 0.3 * (z_obs - Z_MEAN)), 1000, 50000))
+    line0 = _round100(
+        np.clip(
+            np.exp(rng_user.normal(np.log(2500 + 2500 * income), 0.35) - 0.3 * (z_obs - Z_MEAN)),
+            1000,
+            50000,
+        )
+    )
     kyc_expiry = signup_t + (rng_user.uniform(6, 72, n) * 30.4 * DAY).astype(np.int64)
     kyc_expiry = (kyc_expiry // DAY) * DAY
     macro_sens = 1.0 + 0.2 * (3 - income)
@@ -391,10 +406,17 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         macro = 0.0
         if macro_on[m]:
             s0 = sc["macro_shock"].start_month
-            macro = macro_p["z_shift"] * min(1.0, (m - s0 + 1) / macro_p["ramp_months"]) * macro_sens
+            macro = (
+                macro_p["z_shift"] * min(1.0, (m - s0 + 1) / macro_p["ramp_months"]) * macro_sens
+            )
         ext_mult = macro_p.get("external_overdue_multiplier", 1.0) if macro_on[m] else 1.0
         z_pre = z_base + walk + shock + macro + ext_bump
-        new_ext = active & (ext_m < 0) & ~is_ring & (u_ext < EXTERNAL_OVERDUE_HAZARD * ext_mult * np.exp(0.6 * (z_pre - Z_MEAN)))
+        new_ext = (
+            active
+            & (ext_m < 0)
+            & ~is_ring
+            & (u_ext < EXTERNAL_OVERDUE_HAZARD * ext_mult * np.exp(0.6 * (z_pre - Z_MEAN)))
+        )
         ext_m[new_ext] = m
         ext_len[new_ext] = 1 + (u_extlen[new_ext] * 4).astype(np.int64)
         in_ext = (ext_m >= 0) & (m >= ext_m) & (m < ext_m + ext_len)
@@ -428,7 +450,9 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         open_ok = active & (stop_m > m) & (line > 0)
         p_draw = _sigmoid(propensity + 0.5 * (z - Z_MEAN) + 1.0 * in_burst)
         p_draw = np.where(is_ring, 0.85, p_draw)
-        amount = np.where(is_ring, 0.15 + 0.15 * u_frac, np.clip(frac + 0.1 * (z - Z_MEAN), 0.05, 1.0))
+        amount = np.where(
+            is_ring, 0.15 + 0.15 * u_frac, np.clip(frac + 0.1 * (z - Z_MEAN), 0.05, 1.0)
+        )
         amount = _round100(avail * amount)
         take = open_ok & (u_draw < p_draw) & (amount >= 500) & (bust_m != m)
         term = np.where(u_term < 0.3, 3, np.where(u_term < 0.7, 6, 12))
@@ -463,10 +487,14 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
             cand = open_ok & ~is_ring & (stop_m > m) & ~take & (avail >= 1000)
             victims = users_ix[cand & (rng_fraud.random(n) < rate)]
             if len(victims):
-                tv = cal.edges[m] + (rng_fraud.random(len(victims)) * (cal.days[m] - 1) * DAY).astype(np.int64)
+                tv = cal.edges[m] + (
+                    rng_fraud.random(len(victims)) * (cal.days[m] - 1) * DAY
+                ).astype(np.int64)
                 lo, hi = sc["fraud_wave"].params["ring_size"]
                 gang = np.cumsum(rng_fraud.integers(lo, hi + 1, len(victims)))
-                ato_ring[victims] = n_ato_rings + np.searchsorted(gang, np.arange(len(victims)), side="right")
+                ato_ring[victims] = n_ato_rings + np.searchsorted(
+                    gang, np.arange(len(victims)), side="right"
+                )
                 n_ato_rings = int(ato_ring[victims].max()) + 1
                 new_v = _fraud_draws(victims, m, tv + 2 * HOUR, avail[victims])
                 loans.append(new_v)
@@ -492,12 +520,26 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         drew_recent = np.where(take, 6, np.maximum(drew_recent - 1, 0))
         clean = np.where(active & (stop_m > m) & ~in_burst & ~in_ext & (cure_m != m), clean + 1, 0)
         cap = 10000.0 * income + 10000.0
-        raise_ = active & (stop_m > m) & (clean >= 6) & (drew_recent > 0) & (line < cap) & ~lower & ~close
-        for mask, action, factor in ((lower, "lower", 0.5), (close, "close", 0.0), (raise_, "raise", 1.25)):
+        raise_ = (
+            active
+            & (stop_m > m)
+            & (clean >= 6)
+            & (drew_recent > 0)
+            & (line < cap)
+            & ~lower
+            & ~close
+        )
+        for mask, action, factor in (
+            (lower, "lower", 0.5),
+            (close, "close", 0.0),
+            (raise_, "raise", 1.25),
+        ):
             if mask.any():
                 old = line[mask]
                 newl = np.minimum(_round100(old * factor), np.where(factor > 1, cap[mask], np.inf))
-                changes.append((users_ix[mask], np.full(int(mask.sum()), review_t), old, newl, action))
+                changes.append(
+                    (users_ix[mask], np.full(int(mask.sum()), review_t), old, newl, action)
+                )
                 line[mask] = newl
         clean[raise_ | lower] = 0
 
@@ -517,7 +559,11 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
             "kyc_expiry_date": _times(kyc_expiry),
             "initial_line_cny": line0.astype(np.float64),
             "event_time": _times(signup_t),
-            "available_time": _times(np.minimum(signup_t + (rng_user.exponential(10.0, n) * MINUTE).astype(np.int64), cal.end)),
+            "available_time": _times(
+                np.minimum(
+                    signup_t + (rng_user.exponential(10.0, n) * MINUTE).astype(np.int64), cal.end
+                )
+            ),
         }
     )
     tables["loans"], tables["installments"], obs["pay"] = _loans_and_payments(
@@ -527,11 +573,39 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         uid, n, cal, world, rng_bur, Z, z_base, income, signup_m, burst, shock_ev, distress_m, distress_lag,
         cures, cure_m, stop_m, ext_m, ext_len, acct_util_user, macro_on, macro_p,
     )  # fmt: skip
-    tables["app_events"] = _app_events(uid, n, cal, world, rng_app, signup_m, signup_t, drew, is_ring, ring_of, bust_m, ato_ring, fraud_t)
+    tables["app_events"] = _app_events(
+        uid,
+        n,
+        cal,
+        world,
+        rng_app,
+        signup_m,
+        signup_t,
+        drew,
+        is_ring,
+        ring_of,
+        bust_m,
+        ato_ring,
+        fraud_t,
+    )
     tables["line_history"] = _line_history(uid, signup_t, line0, changes, rng_user, cal.end)
 
     truth_um, truth_out, stats = _truth(
-        c, seed, uid, n, cal, scenarios, Z, signup_m, signup_t, truth_fr, util_jump, sched.reshape(n, W), drew, fraud_month, obs
+        c,
+        seed,
+        uid,
+        n,
+        cal,
+        scenarios,
+        Z,
+        signup_m,
+        signup_t,
+        truth_fr,
+        util_jump,
+        sched.reshape(n, W),
+        drew,
+        fraud_month,
+        obs,
     )
     stats.update(balance_sum=bal_sum, line_sum=line_sum)
     return tables, truth_um, truth_out, stats
@@ -550,7 +624,9 @@ def _fraud_draws(users, m, t, amount):
 def _payoff_all(loans: list[dict], who: np.ndarray, m: int) -> None:
     """Every loan of `who` still running in month m is paid off early in month m (还清)."""
     for lo in loans:
-        running = who[lo["user"]] & (lo["m"] < m) & (lo["m"] + lo["term"] > m) & (lo["payoff_m"] > m)
+        running = (
+            who[lo["user"]] & (lo["m"] < m) & (lo["m"] + lo["term"] > m) & (lo["payoff_m"] > m)
+        )
         lo["payoff_m"] = np.where(running, m, lo["payoff_m"])
         lo["payoff_u"] = np.where(running, 0.0, lo["payoff_u"])
 
@@ -569,11 +645,16 @@ def _add_sched(sched, W, lo) -> None:
 def _concat(loans: list[dict]) -> dict:
     keys = ("user", "m", "slot", "t", "amount", "term", "payoff_m", "payoff_u")
     if not loans:
-        return {k: np.zeros(0, np.int64 if k not in ("amount", "payoff_u") else np.float64) for k in keys}
+        return {
+            k: np.zeros(0, np.int64 if k not in ("amount", "payoff_u") else np.float64)
+            for k in keys
+        }
     return {k: np.concatenate([lo[k] for lo in loans]) for k in keys}
 
 
-def _loans_and_payments(uid, lo, Z, cure_m, stop_t, is_ring, sync_u, sync_on, sc, cal: _Calendar, rng, n):
+def _loans_and_payments(
+    uid, lo, Z, cure_m, stop_t, is_ring, sync_u, sync_on, sc, cal: _Calendar, rng, n
+):
     M = cal.months
     L = len(lo["user"])
     amount = lo["amount"]
@@ -590,13 +671,17 @@ def _loans_and_payments(uid, lo, Z, cure_m, stop_t, is_ring, sync_u, sync_on, sc
             "term_months": term,
             "installment_cny": inst,
             "event_time": _times(t_draw),
-            "available_time": _times(np.minimum(t_draw + (rng.exponential(5.0, L) * MINUTE).astype(np.int64), cal.end)),
+            "available_time": _times(
+                np.minimum(t_draw + (rng.exponential(5.0, L) * MINUTE).astype(np.int64), cal.end)
+            ),
         }
     )
     # payoff time: a day in the payoff month, after the draw
     payoff_t = np.where(
         lo["payoff_m"] < NEVER,
-        cal.month_start(np.minimum(lo["payoff_m"], M + 13)) + (lo["payoff_u"] * 27 * DAY).astype(np.int64) + 9 * HOUR,
+        cal.month_start(np.minimum(lo["payoff_m"], M + 13))
+        + (lo["payoff_u"] * 27 * DAY).astype(np.int64)
+        + 9 * HOUR,
         NEVER,
     )
     pos, seq, due = due_dates(_times(t_draw), term)
@@ -610,7 +695,9 @@ def _loans_and_payments(uid, lo, Z, cure_m, stop_t, is_ring, sync_u, sync_on, sc
     late_days = np.minimum(1 + np.floor(np.log1p(-u_days) / np.log(0.8)), 29)
     paid = due - (u_tod * 3 * DAY).astype(np.int64)
     late = u_late < p_late
-    paid = np.where(late, due + (late_days * DAY).astype(np.int64) + (u_tod * DAY).astype(np.int64), paid)
+    paid = np.where(
+        late, due + (late_days * DAY).astype(np.int64) + (u_tod * DAY).astype(np.int64), paid
+    )
     in_cure = (cure_m[user] >= 0) & (lo["m"][pos] + seq == cure_m[user])
     paid = np.where(in_cure, due + ((31 + u_days * 29) * DAY).astype(np.int64), paid)
     paid = np.maximum(paid, t_draw[pos] + HOUR)
@@ -630,7 +717,9 @@ def _loans_and_payments(uid, lo, Z, cure_m, stop_t, is_ring, sync_u, sync_on, sc
         lo_d, hi_d = p["delay_days"]
         pay_m = cal.month_of(np.minimum(paid, cal.end - 1))
         delayed = (paid < NEVER) & sync_user[user] & sync_on[pay_m] & (paid >= cal.edges[0])
-        avail = np.where(delayed, paid + ((lo_d + u_sync * (hi_d - lo_d)) * DAY).astype(np.int64), avail)
+        avail = np.where(
+            delayed, paid + ((lo_d + u_sync * (hi_d - lo_d)) * DAY).astype(np.int64), avail
+        )
     kept = (paid < NEVER) & (avail <= cal.end)
     inst_uid = pc.take(loan_id, pa.array(pos[kept]))
     installments = pd.DataFrame(
@@ -645,7 +734,14 @@ def _loans_and_payments(uid, lo, Z, cure_m, stop_t, is_ring, sync_u, sync_on, sc
             "available_time": _times(avail[kept]),
         }
     )
-    obs = {"user": user, "due": due, "due_m_raw": lo["m"][pos] + seq, "paid": paid, "delayed": delayed, "avail": avail}
+    obs = {
+        "user": user,
+        "due": due,
+        "due_m_raw": lo["m"][pos] + seq,
+        "paid": paid,
+        "delayed": delayed,
+        "avail": avail,
+    }
     return loans, installments, obs
 
 
@@ -703,11 +799,17 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     od_start, od_end = _merge_episode(od_start, od_end, s, e)
     sm = stop_m[ua]
     trig = (sm < NEVER) & open_at(sm) & (u_od[2] < 0.6)
-    od_start, od_end = _merge_episode(od_start, od_end, np.where(trig, sm, NEVER), np.full(A, NEVER))
+    od_start, od_end = _merge_episode(
+        od_start, od_end, np.where(trig, sm, NEVER), np.full(A, NEVER)
+    )
     em = ext_m[ua]
     trig = _first_per_user(ua, (em >= 0) & open_at(em), n)
-    od_start, od_end = _merge_episode(od_start, od_end, np.where(trig, em, NEVER), np.where(trig, em + ext_len[ua], NEVER))
-    close_m = np.where(od_start < NEVER, np.maximum(close_m, od_end), close_m)  # overdue accounts stay open
+    od_start, od_end = _merge_episode(
+        od_start, od_end, np.where(trig, em, NEVER), np.where(trig, em + ext_len[ua], NEVER)
+    )
+    close_m = np.where(
+        od_start < NEVER, np.maximum(close_m, od_end), close_m
+    )  # overdue accounts stay open
 
     # monthly report rows from the later of signup month and open month, to close month
     first_m = np.maximum(np.maximum(acct_open, signup_m[ua]), 0)
@@ -718,7 +820,9 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     rm = first_m[rpos] + (np.arange(len(rpos)) - np.repeat(np.cumsum(nrow) - nrow, nrow))
     ru = ua[rpos]
     closing = rm == close_m[rpos]
-    bucket = np.where((rm >= od_start[rpos]) & (rm < od_end[rpos]), np.minimum(rm - od_start[rpos] + 1, 6), 0)
+    bucket = np.where(
+        (rm >= od_start[rpos]) & (rm < od_end[rpos]), np.minimum(rm - od_start[rpos] + 1, 6), 0
+    )
     bal = np.clip(util[rpos] + 0.25 * burst[ru, rm] + rng.normal(0, 0.05, len(rpos)), 0.0, 1.0)
     bal = np.where(bucket > 0, np.maximum(bal, 0.5), bal)
     bal = np.where(closing, 0.0, np.round(bal * limit[rpos], 2))
@@ -753,7 +857,9 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     del keep_acct
 
     # inquiries: background rate rising with risk, bursts under distress and income shocks
-    rate = (0.15 * np.exp(0.7 * zc)) * inq_mult[None, :] + 2.5 * burst + 1.2 * shock_ev + 0.8 * k_new
+    rate = (
+        (0.15 * np.exp(0.7 * zc)) * inq_mult[None, :] + 2.5 * burst + 1.2 * shock_ev + 0.8 * k_new
+    )
     k_inq = rng.poisson(np.where(after, rate, 0.0))
     iu, im = np.nonzero(k_inq)
     reps = k_inq[iu, im]
@@ -762,7 +868,9 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     it = cal.edges[im] + (rng.random(n_inq) * cal.days[im] * DAY).astype(np.int64)
     it = np.maximum(it, cal.edges[signup_m[iu]])
     iav = it + ((0.2 + 2 * rng.random(n_inq)) * DAY).astype(np.int64)
-    itype = np.where(burst[iu, im] & (rng.random(n_inq) < 0.7), 2, (rng.random(n_inq) * 4).astype(np.int64))
+    itype = np.where(
+        burst[iu, im] & (rng.random(n_inq) < 0.7), 2, (rng.random(n_inq) * 4).astype(np.int64)
+    )
     ok_i = iav <= cal.end
     inq_uid = pc.take(uid, pa.array(iu[ok_i]))
     inquiries = pd.DataFrame(
@@ -780,7 +888,12 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     np.add.at(new_od, (ru[b1], rm[b1]), 1)
     inq_cnt = np.zeros((n, M), dtype=np.int64)
     np.add.at(inq_cnt, (iu, im), 1)
-    obs = {"new_overdue": new_od, "new_accounts": k_new, "inquiries": inq_cnt, "rows_user_month": np.bincount(ru * M + rm, minlength=n * M).reshape(n, M)}
+    obs = {
+        "new_overdue": new_od,
+        "new_accounts": k_new,
+        "inquiries": inq_cnt,
+        "rows_user_month": np.bincount(ru * M + rm, minlength=n * M).reshape(n, M),
+    }
     return accounts, inquiries, obs
 
 
@@ -804,7 +917,21 @@ def _merge_episode(s0, e0, s1, e1):
     return start, end
 
 
-def _app_events(uid, n, cal: _Calendar, world, rng, signup_m, signup_t, drew, is_ring, ring_of, bust_m, ato_ring, fraud_t):
+def _app_events(
+    uid,
+    n,
+    cal: _Calendar,
+    world,
+    rng,
+    signup_m,
+    signup_t,
+    drew,
+    is_ring,
+    ring_of,
+    bust_m,
+    ato_ring,
+    fraud_t,
+):
     M = cal.months
     after = np.arange(M)[None, :] >= signup_m[:, None]
     # device vocabulary: one own device per user, new phones, ring devices, gang devices
@@ -822,13 +949,21 @@ def _app_events(uid, n, cal: _Calendar, world, rng, signup_m, signup_t, drew, is
     new_dev[cu, cm] = n + np.arange(len(cu))
     ring_dev0 = n + len(cu)
     gang_dev0 = ring_dev0 + n_rings * ring_dev_n
-    own = np.where(is_ring, ring_dev0 + np.maximum(ring_of, 0) * ring_dev_n + rng.integers(0, ring_dev_n, n), np.arange(n))
+    own = np.where(
+        is_ring,
+        ring_dev0 + np.maximum(ring_of, 0) * ring_dev_n + rng.integers(0, ring_dev_n, n),
+        np.arange(n),
+    )
     # ip prefixes: a home prefix from the city pool; rings share one prefix per ring
     home_ip = rng.integers(0, IP_POOL, n)
     ring_ip = rng.integers(0, IP_POOL, max(n_rings, 1))
     gang_ip = rng.integers(0, IP_POOL, max(n_gangs, 1))
     home_ip = np.where(is_ring, ring_ip[np.maximum(ring_of, 0)], home_ip)
-    change_t = np.where(new_dev >= 0, cal.edges[None, :M] + (rng.random((n, M)) * cal.days[None, :] * DAY).astype(np.int64), NEVER)
+    change_t = np.where(
+        new_dev >= 0,
+        cal.edges[None, :M] + (rng.random((n, M)) * cal.days[None, :] * DAY).astype(np.int64),
+        NEVER,
+    )
     change_t = np.maximum(change_t, signup_t[:, None])
     # device in use at the end of each month, and at the start (for events before a change)
     dev_end = np.empty((n, M), dtype=np.int64)
@@ -849,14 +984,19 @@ def _app_events(uid, n, cal: _Calendar, world, rng, signup_m, signup_t, drew, is
     lu, lm = np.nonzero(k)
     reps = k[lu, lm]
     lu, lm = np.repeat(lu, reps), np.repeat(lm, reps)
-    lt = np.maximum(cal.edges[lm] + (rng.random(len(lu)) * cal.days[lm] * DAY).astype(np.int64), signup_t[lu] + MINUTE)
+    lt = np.maximum(
+        cal.edges[lm] + (rng.random(len(lu)) * cal.days[lm] * DAY).astype(np.int64),
+        signup_t[lu] + MINUTE,
+    )
     ld = np.where(lt >= change_t[lu, lm], dev_end[lu, lm], dev_start[lu, lm])
     ato_after = ato[lu] & (lt >= fraud_t[lu] - 2 * HOUR)
     ld = np.where(ato_after, gang_dev[lu], ld)
     lip = np.where(ato_after, gang_ip[np.maximum(ato_ring[lu], 0)], home_ip[lu])
     geo = after & (rng.random((n, M)) < 0.01)
     gu, gm = np.nonzero(geo)
-    lip = np.where(geo[lu, lm] & (rng.random(len(lu)) < 0.5), rng.integers(0, IP_POOL, len(lu)), lip)
+    lip = np.where(
+        geo[lu, lm] & (rng.random(len(lu)) < 0.5), rng.integers(0, IP_POOL, len(lu)), lip
+    )
     rows.append((lu, lt, 0, ld, lip))
     # new phones (device_change) and, for bait users, a SIM change the same hour
     rows.append((cu, change_t[cu, cm], 1, new_dev[cu, cm], home_ip[cu]))
@@ -865,9 +1005,15 @@ def _app_events(uid, n, cal: _Calendar, world, rng, signup_m, signup_t, drew, is
     # password resets and geo jumps (travel)
     pr = after & (rng.random((n, M)) < 0.008)
     pu, pm = np.nonzero(pr)
-    pt = np.maximum(cal.edges[pm] + (rng.random(len(pu)) * cal.days[pm] * DAY).astype(np.int64), signup_t[pu] + MINUTE)
+    pt = np.maximum(
+        cal.edges[pm] + (rng.random(len(pu)) * cal.days[pm] * DAY).astype(np.int64),
+        signup_t[pu] + MINUTE,
+    )
     rows.append((pu, pt, 3, dev_end[pu, pm], home_ip[pu]))
-    gt = np.maximum(cal.edges[gm] + (rng.random(len(gu)) * cal.days[gm] * DAY).astype(np.int64), signup_t[gu] + MINUTE)
+    gt = np.maximum(
+        cal.edges[gm] + (rng.random(len(gu)) * cal.days[gm] * DAY).astype(np.int64),
+        signup_t[gu] + MINUTE,
+    )
     rows.append((gu, gt, 4, dev_end[gu, gm], rng.integers(0, IP_POOL, len(gu))))
     # takeovers: SIM swap, password reset, the gang's device, a geo jump, then the draw
     vu = np.flatnonzero(ato)
@@ -879,7 +1025,15 @@ def _app_events(uid, n, cal: _Calendar, world, rng, signup_m, signup_t, drew, is
     rows.append((vu, ft - 20 * MINUTE, 4, gang_dev[vu], gip))
     # ring members switch to a fresh shared device before the bust-out
     bu = np.flatnonzero(is_ring & (bust_m < M) & (fraud_t < NEVER))
-    rows.append((bu, fraud_t[bu] - 3 * HOUR, 1, ring_dev0 + ring_of[bu] * ring_dev_n + (own[bu] + 1 - ring_dev0) % ring_dev_n, home_ip[bu]))
+    rows.append(
+        (
+            bu,
+            fraud_t[bu] - 3 * HOUR,
+            1,
+            ring_dev0 + ring_of[bu] * ring_dev_n + (own[bu] + 1 - ring_dev0) % ring_dev_n,
+            home_ip[bu],
+        )
+    )
 
     u = np.concatenate([r[0] for r in rows])
     t = np.concatenate([np.asarray(r[1], np.int64) for r in rows])
@@ -894,7 +1048,14 @@ def _app_events(uid, n, cal: _Calendar, world, rng, signup_m, signup_t, drew, is
         {
             "event_id": _str(_join_ids(ev_uid, np.flatnonzero(ok), "-E")),
             "user_id": _str(ev_uid),
-            "event_type": _str(pc.take(pa.array(["login", "device_change", "sim_change", "password_reset", "geo_jump"]), pa.array(typ[ok]))),
+            "event_type": _str(
+                pc.take(
+                    pa.array(
+                        ["login", "device_change", "sim_change", "password_reset", "geo_jump"]
+                    ),
+                    pa.array(typ[ok]),
+                )
+            ),
             "device_token": _str(pc.take(dev_tok, pa.array(dev[ok]))),
             "ip_prefix_token": _str(pc.take(world["ip_token"], pa.array(ip[ok]))),
             "event_time": _times(t[ok]),
@@ -909,7 +1070,9 @@ def _line_history(uid, signup_t, line0, changes, rng, end):
     ts = [signup_t] + [ch[1] for ch in changes]
     old = [np.zeros(n)] + [ch[2] for ch in changes]
     new = [line0] + [ch[3] for ch in changes]
-    act = [np.zeros(n, np.int64)] + [np.full(len(ch[0]), ("open", "lower", "close", "raise").index(ch[4])) for ch in changes]
+    act = [np.zeros(n, np.int64)] + [
+        np.full(len(ch[0]), ("open", "lower", "close", "raise").index(ch[4])) for ch in changes
+    ]
     u, t = np.concatenate(us), np.concatenate(ts).astype(np.int64)
     a = np.concatenate(act)
     ch_uid = pc.take(uid, pa.array(u))
@@ -921,12 +1084,30 @@ def _line_history(uid, signup_t, line0, changes, rng, end):
             "new_line_cny": np.concatenate(new).astype(np.float64),
             "action": _str(pc.take(pa.array(["open", "lower", "close", "raise"]), pa.array(a))),
             "event_time": _times(t),
-            "available_time": _times(np.minimum(t + ((1 + rng.exponential(30.0, len(u))) * MINUTE).astype(np.int64), end)),
+            "available_time": _times(
+                np.minimum(t + ((1 + rng.exponential(30.0, len(u))) * MINUTE).astype(np.int64), end)
+            ),
         }
     )
 
 
-def _truth(c, seed, uid, n, cal: _Calendar, scenarios, Z, signup_m, signup_t, fr, util_jump, sched, drew, fraud_month, obs):
+def _truth(
+    c,
+    seed,
+    uid,
+    n,
+    cal: _Calendar,
+    scenarios,
+    Z,
+    signup_m,
+    signup_t,
+    fr,
+    util_jump,
+    sched,
+    drew,
+    fraud_month,
+    obs,
+):
     M = cal.months
     pay, bur = obs["pay"], obs["bur"]
     # behaviour: an installment due this month paid >= 1 day late or not paid (and due before the end)
@@ -935,7 +1116,9 @@ def _truth(c, seed, uid, n, cal: _Calendar, scenarios, Z, signup_m, signup_t, fr
     behaviour = util_jump.copy()
     np.logical_or.at(behaviour, (pay["user"][late1], pay["due_m_raw"][late1]), True)
     # after a user stopped paying, missed installments are no news: flag up to 90+ DPD only
-    stop_month = np.where(fr["stop_t"] < NEVER, cal.month_of(np.minimum(fr["stop_t"], cal.end - 1)), NEVER)
+    stop_month = np.where(
+        fr["stop_t"] < NEVER, cal.month_of(np.minimum(fr["stop_t"], cal.end - 1)), NEVER
+    )
     behaviour &= np.arange(M)[None, :] <= stop_month[:, None] + 3
     bureau = (bur["new_overdue"] > 0) | (bur["new_accounts"] >= 2) | (bur["inquiries"] >= 3)
     # sync delay: a payment made this month that an as-of at the next month start cannot see yet
@@ -950,7 +1133,13 @@ def _truth(c, seed, uid, n, cal: _Calendar, scenarios, Z, signup_m, signup_t, fr
         if s.name == "macro_shock":
             macro[:, s.start_month : s.start_month + s.params["ramp_months"]] = True
     fraud = fraud_month
-    causes = {"fraud": fraud, "behaviour": behaviour, "bureau": bureau, "sync_delay": sync, "macro": macro}
+    causes = {
+        "fraud": fraud,
+        "behaviour": behaviour,
+        "bureau": bureau,
+        "sync_delay": sync,
+        "macro": macro,
+    }
     primary = np.full((n, M), len(TRUTH_CAUSES), dtype=np.int64)
     for k in reversed(range(len(TRUTH_CAUSES))):
         primary = np.where(causes[TRUTH_CAUSES[k]], k, primary)
@@ -976,7 +1165,9 @@ def _truth(c, seed, uid, n, cal: _Calendar, scenarios, Z, signup_m, signup_t, fr
             "ring_id": ring_col.iloc[uu].reset_index(drop=True),
             "is_fraudster": fr["is_ring"][uu],
             **{f"cause_{k}": causes[k][uu, mm] for k in TRUTH_CAUSES},
-            "primary_cause": _str(pc.take(pa.array([*TRUTH_CAUSES, "none"]), pa.array(primary[uu, mm]))),
+            "primary_cause": _str(
+                pc.take(pa.array([*TRUTH_CAUSES, "none"]), pa.array(primary[uu, mm]))
+            ),
             "repaid_in_full": repaid[uu, mm],
         }
     )
@@ -989,8 +1180,12 @@ def _truth(c, seed, uid, n, cal: _Calendar, scenarios, Z, signup_m, signup_t, fr
     out = pd.DataFrame(
         {
             "user_id": users_s,
-            "default_date": pd.Series(_times(np.where(default_t < NEVER, default_t, 0))).where(default_t < NEVER),
-            "fraud_date": pd.Series(_times(np.where(fraud_t < NEVER, fraud_t, 0))).where(fraud_t < NEVER),
+            "default_date": pd.Series(_times(np.where(default_t < NEVER, default_t, 0))).where(
+                default_t < NEVER
+            ),
+            "fraud_date": pd.Series(_times(np.where(fraud_t < NEVER, fraud_t, 0))).where(
+                fraud_t < NEVER
+            ),
             "ring_id": ring_col,
         }
     )

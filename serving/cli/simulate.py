@@ -20,11 +20,20 @@ SCENARIO_HELP = (
 def simulate(
     users: Annotated[int, typer.Option("--users", help="Number of users.")] = 2000,
     months: Annotated[int, typer.Option("--months", help="Months to simulate.")] = 24,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed and options -> same bytes).")] = 7,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed (same seed and options -> same bytes).")
+    ] = 7,
     scenario: Annotated[list[str] | None, typer.Option("--scenario", help=SCENARIO_HELP)] = None,
-    start: Annotated[str, typer.Option("--start", help="First simulated month, YYYY-MM.")] = "2024-01",
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: paths.data from the config, 'data').")] = None,
-    chunk_users: Annotated[int | None, typer.Option("--chunk-users", help="Users per chunk (default from config).")] = None,
+    start: Annotated[
+        str, typer.Option("--start", help="First simulated month, YYYY-MM.")
+    ] = "2024-01",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: paths.data from the config, 'data')."),
+    ] = None,
+    chunk_users: Annotated[
+        int | None, typer.Option("--chunk-users", help="Users per chunk (default from config).")
+    ] = None,
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Simulate a revolving-credit book: raw tables under OUT/raw, ground truth under OUT/truth.

@@ -10,7 +10,9 @@ from features.schedule import due_date, due_dates
 
 def test_month_end_clipping_matches_dateoffset():
     # Jan 31 + 1 month -> Feb 29 (2024 is a leap year); + 3 months -> Apr 30; time of day dropped.
-    draws = np.array(["2024-01-31T18:45", "2024-01-31T00:00", "2023-01-29T12:00"], dtype="datetime64[ns]")
+    draws = np.array(
+        ["2024-01-31T18:45", "2024-01-31T00:00", "2023-01-29T12:00"], dtype="datetime64[ns]"
+    )
     got = due_date(draws, [1, 3, 1])
     assert [str(d)[:10] for d in got] == ["2024-02-29", "2024-04-30", "2023-02-28"]
     assert got.dtype == np.dtype("datetime64[ns]")
@@ -22,7 +24,14 @@ def test_due_dates_expands_each_loan_into_its_schedule():
     assert pos.tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 1]
     assert seq.tolist() == [1, 2, 3, 1, 2, 3, 4, 5, 6]
     # 2024-11-30 + 3 months = 2025-02-28 (clipped), + 6 months = 2025-05-30
-    assert [str(d)[:10] for d in due[3:]] == ["2024-12-30", "2025-01-30", "2025-02-28", "2025-03-30", "2025-04-30", "2025-05-30"]
+    assert [str(d)[:10] for d in due[3:]] == [
+        "2024-12-30",
+        "2025-01-30",
+        "2025-02-28",
+        "2025-03-30",
+        "2025-04-30",
+        "2025-05-30",
+    ]
 
 
 def test_nat_draw_gives_nat():
@@ -32,7 +41,10 @@ def test_nat_draw_gives_nat():
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.datetimes(min_value=pd.Timestamp("2000-01-01").to_pydatetime(), max_value=pd.Timestamp("2040-12-31").to_pydatetime()),
+    st.datetimes(
+        min_value=pd.Timestamp("2000-01-01").to_pydatetime(),
+        max_value=pd.Timestamp("2040-12-31").to_pydatetime(),
+    ),
     st.integers(min_value=1, max_value=12),
 )
 def test_agrees_with_pandas_dateoffset(when, k):

@@ -51,10 +51,17 @@ def test_output_passes_the_contracts_with_nothing_quarantined(world_all):
     out, summary = world_all
     manifest = json.loads((out / "raw" / "manifest.json").read_text())
     assert manifest["extracted_at"] == "2025-01-01T00:00:00"
-    assert (manifest["seed"], manifest["users"], manifest["months"], manifest["start"]) == (11, 2000, 12, "2024-01-01")
+    assert (manifest["seed"], manifest["users"], manifest["months"], manifest["start"]) == (
+        11,
+        2000,
+        12,
+        "2024-01-01",
+    )
     assert len(manifest["scenarios"]) == 5
     raw = {t: _raw(out, t) for t in TABLES}
-    assert len(list((out / "raw" / "loans").glob("part-*.parquet"))) == 3  # 2000 users / 800 per chunk
+    assert (
+        len(list((out / "raw" / "loans").glob("part-*.parquet"))) == 3
+    )  # 2000 users / 800 per chunk
     kept, quarantined, reports = validate_tables(raw, pd.Timestamp(manifest["extracted_at"]))
     for t in TABLES:
         assert reports[t].rows_in > 0, t
@@ -95,10 +102,14 @@ def _observable_drivers(out, as_of):
     loans = vis(_raw(out, "loans"))
     x = pd.DataFrame(index=users.index)
     x["income_band"] = users["income_band"]
-    x["late_6m"] = ((inst["event_time"] - inst["due_date"]).dt.days >= 1).groupby(inst["user_id"]).sum()
+    x["late_6m"] = (
+        ((inst["event_time"] - inst["due_date"]).dt.days >= 1).groupby(inst["user_id"]).sum()
+    )
     recent = bureau[bureau["event_time"] >= as_of - pd.DateOffset(months=2)]
     x["lenders"] = recent.groupby("user_id")["lender_token"].nunique()
-    x["bureau_dpd_max_6m"] = bureau[bureau["event_time"] >= since].groupby("user_id")["dpd_bucket"].max()
+    x["bureau_dpd_max_6m"] = (
+        bureau[bureau["event_time"] >= since].groupby("user_id")["dpd_bucket"].max()
+    )
     x["inquiries_6m"] = inq[inq["event_time"] >= since].groupby("user_id").size()
     drawn = loans[loans["event_time"] >= since].groupby("user_id")["amount_cny"].sum()
     x["drawn_to_line_6m"] = drawn / users["initial_line_cny"]
@@ -109,13 +120,20 @@ def test_simple_model_on_observable_drivers_separates_defaults_but_not_trivially
     out, _ = world_base
     as_of = pd.Timestamp("2025-01-01")
     x = _observable_drivers(out, as_of)
-    outcomes = pd.read_parquet(out / "truth" / "outcomes.parquet").set_index("user_id").reindex(x.index)
+    outcomes = (
+        pd.read_parquet(out / "truth" / "outcomes.parquet").set_index("user_id").reindex(x.index)
+    )
     at_risk = ~(outcomes["default_date"] < as_of) & outcomes["fraud_date"].isna()
     x, outcomes = x[at_risk], outcomes[at_risk]
-    y = ((outcomes["default_date"] >= as_of) & (outcomes["default_date"] < as_of + pd.DateOffset(months=12))).astype(int)
+    y = (
+        (outcomes["default_date"] >= as_of)
+        & (outcomes["default_date"] < as_of + pd.DateOffset(months=12))
+    ).astype(int)
     assert 40 <= y.sum() <= 0.08 * len(y)
     z = (x - x.mean()) / x.std()
-    p = cross_val_predict(LogisticRegression(max_iter=1000), z, y, cv=5, method="predict_proba")[:, 1]
+    p = cross_val_predict(LogisticRegression(max_iter=1000), z, y, cv=5, method="predict_proba")[
+        :, 1
+    ]
     auc = roc_auc_score(y, p)
     assert 0.68 <= auc <= 0.92, auc
 
@@ -136,8 +154,14 @@ def test_macro_shock_moves_default_and_bureau_figures(world_base, world_macro):
     assert od_macro > 1.3 * od_base
     assert inq_macro > 1.3 * inq_base
     um = pd.read_parquet(macro_dir / "truth" / "user_month.parquet")
-    assert um.loc[um["month"] == shock, "cause_macro"].all() and not um.loc[um["month"] < shock, "cause_macro"].any()
-    assert um.loc[um["month"] >= shock, "latent_pd"].mean() > 1.3 * um.loc[um["month"] < shock, "latent_pd"].mean()
+    assert (
+        um.loc[um["month"] == shock, "cause_macro"].all()
+        and not um.loc[um["month"] < shock, "cause_macro"].any()
+    )
+    assert (
+        um.loc[um["month"] >= shock, "latent_pd"].mean()
+        > 1.3 * um.loc[um["month"] < shock, "latent_pd"].mean()
+    )
 
 
 def test_truth_primary_cause_follows_the_flags(world_all):
@@ -174,7 +198,9 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     q = _raw(out, "bureau_inquiries")
     q_cnt = q.groupby([q["user_id"], month(q["event_time"])]).size()
     seen |= set(q_cnt[q_cnt >= 3].index)
-    first_seen = bur.groupby("account_id").agg(user_id=("user_id", "first"), open=("open_date", "first"))
+    first_seen = bur.groupby("account_id").agg(
+        user_id=("user_id", "first"), open=("open_date", "first")
+    )
     opened = first_seen.groupby([first_seen["user_id"], month(first_seen["open"])]).size()
     seen |= set(opened[opened >= 2].index)
     b = um[um["cause_bureau"] & (um["month"] < um["month"].max())]
@@ -184,12 +210,25 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     # behaviour: an installment due that month paid 1+ days late or not paid (or a draw up to the line)
     loans = _raw(out, "loans")
     pos, seq, due = due_dates(loans["event_time"], loans["term_months"].to_numpy())
-    sched = pd.DataFrame({"loan_id": loans["loan_id"].to_numpy()[pos], "user_id": loans["user_id"].to_numpy()[pos], "seq": seq, "due": due})
-    sched = sched[sched["due"] < pd.Timestamp("2025-01-01")].merge(inst[["loan_id", "seq", "event_time"]], on=["loan_id", "seq"], how="left")
-    late = sched[sched["event_time"].isna() | ((sched["event_time"] - sched["due"]) >= pd.Timedelta(days=1))]
+    sched = pd.DataFrame(
+        {
+            "loan_id": loans["loan_id"].to_numpy()[pos],
+            "user_id": loans["user_id"].to_numpy()[pos],
+            "seq": seq,
+            "due": due,
+        }
+    )
+    sched = sched[sched["due"] < pd.Timestamp("2025-01-01")].merge(
+        inst[["loan_id", "seq", "event_time"]], on=["loan_id", "seq"], how="left"
+    )
+    late = sched[
+        sched["event_time"].isna() | ((sched["event_time"] - sched["due"]) >= pd.Timedelta(days=1))
+    ]
     late_months = set(zip(late["user_id"], month(late["due"]), strict=True))
     beh = um[um["cause_behaviour"]]
-    assert np.mean([k in late_months for k in zip(beh["user_id"], beh["month"], strict=True)]) >= 0.8
+    assert (
+        np.mean([k in late_months for k in zip(beh["user_id"], beh["month"], strict=True)]) >= 0.8
+    )
     # fraud: the month of the user's bust-out or takeover draw
     outcomes = pd.read_parquet(out / "truth" / "outcomes.parquet")
     fr = um[um["cause_fraud"]].merge(outcomes, on="user_id")
@@ -221,20 +260,35 @@ def test_fraud_rings_share_devices_and_bust_out(world_all):
     assert (rings["amount_cny"].to_numpy() == largest.reindex(rings["user_id"]).to_numpy()).all()
     # ...and comes days after the ring member paid off everything early (还清)
     inst = _raw(out, "installments").merge(rings[["user_id", "fraud_date"]], on="user_id")
-    payoff = inst[(inst["event_time"] < inst["fraud_date"]) & (inst["event_time"] >= inst["fraud_date"] - pd.Timedelta(days=4)) & (inst["event_time"] < inst["due_date"])]
+    payoff = inst[
+        (inst["event_time"] < inst["fraud_date"])
+        & (inst["event_time"] >= inst["fraud_date"] - pd.Timedelta(days=4))
+        & (inst["event_time"] < inst["due_date"])
+    ]
     assert payoff["user_id"].nunique() >= 0.5 * len(rings)
     month_of_fraud = rings["fraud_date"].dt.to_period("M").dt.to_timestamp()
     paid_off = um.set_index(["user_id", "month"])["repaid_in_full"]
     assert paid_off.reindex(list(zip(rings["user_id"], month_of_fraud, strict=True))).mean() >= 0.5
     # innocent bait: users outside any ring who changed phone and SIM
-    sims = set(ev.loc[ev["event_type"] == "sim_change", "user_id"]) - set(outcomes.loc[outcomes["ring_id"].notna(), "user_id"])
+    sims = set(ev.loc[ev["event_type"] == "sim_change", "user_id"]) - set(
+        outcomes.loc[outcomes["ring_id"].notna(), "user_id"]
+    )
     assert len(sims) > 10
 
 
 def test_scenarios_parse_and_reject_bad_specs():
     s = parse_scenarios(["macro_shock@2024-06", "sync_incident"], "2024-01-01", 24)
-    assert [(x.name, x.start) for x in s] == [("macro_shock", "2024-06-01"), ("sync_incident", "2025-07-01")]
-    assert {x.name for x in parse_scenarios(["all"], "2024-01-01", 3)} == {"macro_shock", "fraud_wave", "sync_incident", "regulation", "risk_appetite"}
+    assert [(x.name, x.start) for x in s] == [
+        ("macro_shock", "2024-06-01"),
+        ("sync_incident", "2025-07-01"),
+    ]
+    assert {x.name for x in parse_scenarios(["all"], "2024-01-01", 3)} == {
+        "macro_shock",
+        "fraud_wave",
+        "sync_incident",
+        "regulation",
+        "risk_appetite",
+    }
     with pytest.raises(ValueError, match="unknown.*known scenarios: macro_shock"):
         parse_scenarios(["meteor"], "2024-01-01", 12)
     with pytest.raises(ValueError, match="outside the simulated period"):

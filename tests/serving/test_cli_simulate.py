@@ -9,16 +9,37 @@ from serving.cli import _register, app
 
 def test_simulate_writes_raw_and_truth_and_prints_a_summary(tmp_path):
     _register()
-    res = CliRunner().invoke(app, ["simulate", "--users", "300", "--months", "4", "--seed", "5", "--scenario", "sync_incident@2024-03", "--start", "2024-01", "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--users",
+            "300",
+            "--months",
+            "4",
+            "--seed",
+            "5",
+            "--scenario",
+            "sync_incident@2024-03",
+            "--start",
+            "2024-01",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "default rate" in res.output and "installments" in res.output
-    assert json.loads((tmp_path / "raw" / "manifest.json").read_text())["scenarios"] == ["sync_incident@2024-03"]
+    assert json.loads((tmp_path / "raw" / "manifest.json").read_text())["scenarios"] == [
+        "sync_incident@2024-03"
+    ]
     assert (tmp_path / "truth" / "user_month.parquet").exists()
 
 
 def test_unknown_scenario_is_a_clear_error(tmp_path):
     _register()
-    res = CliRunner().invoke(app, ["simulate", "--users", "10", "--scenario", "meteor", "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app, ["simulate", "--users", "10", "--scenario", "meteor", "--out", str(tmp_path)]
+    )
     assert res.exit_code == 2
     assert "unknown" in res.output and "macro_shock" in res.output
 
@@ -28,4 +49,6 @@ def test_demo_simulates_with_every_scenario(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["demo", "--users", "200", "--months", "6"])
     assert res.exit_code == 0, res.output
-    assert len(json.loads((tmp_path / "data" / "raw" / "manifest.json").read_text())["scenarios"]) == 5
+    assert (
+        len(json.loads((tmp_path / "data" / "raw" / "manifest.json").read_text())["scenarios"]) == 5
+    )

@@ -1,0 +1,292 @@
+"""Batch scoring: outputs, determinism, idempotent log, resume after SIGKILL, bad input, NaN rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from features.tables import write_parquet
+from serving.models import ScoringModel
+from serving.policy import load_policy
+from serving.scoring import DECISION_COLUMNS, SLOW_CHUNK_ENV, FeatureTableError, score_batch
+from tests.serving.scoring_helpers import (
+    AS_OF,
+    CREDIT_FEATURES,
+    make_features,
+    scoring_models,
+    trained_boosters,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+INTERFACE_COLUMNS = [
+    "user_id",
+    "as_of",
+    "prev_line_cny",
+    "new_line_cny",
+    "action",
+    "pd",
+    "fraud_p",
+    "credit_margin",
+    "rules_fired",
+    "defer_reason",
+    "credit_model_version",
+    "fraud_model_version",
+    "policy_version",
+    "feature_snapshot",
+    "feature_digest",
+]
+
+
+@pytest.fixture(scope="module")
+def boosters():
+    return trained_boosters()
+
+
+@pytest.fixture(scope="module")
+def models(boosters):
+    return scoring_models(boosters)
+
+
+def write_table(df: pd.DataFrame, root: Path, as_of: pd.Timestamp = AS_OF) -> Path:
+    folder = root / "features" / f"as_of={as_of.date()}"
+    write_parquet(df, folder / "features.parquet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return load_policy()
+
+
+def run(table, models, policy, out, **kw):
+    return score_batch(
+        table,
+        models,
+        policy,
+        out,
+        chunk_rows=kw.pop("chunk_rows", 64),
+        num_threads=1,
+        progress=False,
+        **kw,
+    )
+
+
+def test_scores_decides_and_logs(tmp_path, models, policy):
+    df = make_features(300, seed=1)
+    table = write_table(df, tmp_path)
+    res = run(table, models, policy, tmp_path / "decisions")
+    out = pd.read_parquet(res.decisions_path)
+    assert out.columns.tolist()[: len(INTERFACE_COLUMNS)] == INTERFACE_COLUMNS
+    assert out.columns.tolist() == DECISION_COLUMNS
+    assert (
+        out["user_id"].tolist() == df["user_id"].tolist()
+    )  # feature-table order, one row per user
+    assert res.chunks == 5 and res.rows == 300  # 300 rows / 64 per chunk
+    assert sum(res.counts.values()) == 300
+    assert res.counts == out["action"].value_counts().reindex(res.counts, fill_value=0).to_dict()
+    assert set(out["credit_model_version"]) == {3} and set(out["fraud_model_version"]) == {1}
+    assert set(out["policy_version"]) == {"2026.11-1"}
+    # The recorded PD is the calibrated model probability of the same row.
+    expected = models["credit"].predict_proba(df)
+    np.testing.assert_allclose(out["pd"].to_numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        out["fraud_p"].to_numpy(), models["fraud"].predict_proba(df), rtol=1e-12
+    )
+    # No earlier decisions: the previous line is the table's current line.
+    np.testing.assert_array_equal(out["prev_line_cny"].to_numpy(), df["ctx_line_cny"].to_numpy())
+    log = pd.read_parquet(res.log_path)
+    assert len(log) == 300 and log["run_id"].nunique() == 1
+    assert not (res.decisions_path.parent / ".work").exists()
+
+
+def test_rerun_is_idempotent_and_a_new_model_appends(tmp_path, models, policy):
+    table = write_table(make_features(200, seed=2), tmp_path)
+    out_dir = tmp_path / "decisions"
+    first = run(table, models, policy, out_dir)
+    bytes1 = (
+        first.decisions_path.read_bytes(),
+        first.log_path.read_bytes(),
+        first.manifest_path.read_bytes(),
+    )
+    again = run(table, models, policy, out_dir)
+    assert again.log_records_added == 0
+    assert (
+        again.decisions_path.read_bytes(),
+        again.log_path.read_bytes(),
+        again.manifest_path.read_bytes(),
+    ) == bytes1
+    # A new champion version re-decides the day: decisions replaced, log keeps both runs' records.
+    newer = {
+        **models,
+        "credit": ScoringModel("credit-pd", 4, CREDIT_FEATURES, models["credit"].booster, 1.1, 0.2),
+    }
+    third = run(table, newer, policy, out_dir)
+    log = pd.read_parquet(third.log_path)
+    assert third.log_records_added == 200 and len(log) == 400
+    assert not log.duplicated(["run_id", "user_id"]).any()
+    assert set(pd.read_parquet(third.decisions_path)["credit_model_version"]) == {4}
+
+
+def test_previous_line_comes_from_previous_decisions(tmp_path, models, policy):
+    out_dir = tmp_path / "decisions"
+    d1, d2 = pd.Timestamp("2026-09-30"), pd.Timestamp("2026-10-31")
+    first = run(
+        write_table(make_features(150, seed=3, as_of=d1), tmp_path, d1),
+        models,
+        policy,
+        out_dir,
+        as_of=d1,
+    )
+    second = run(
+        write_table(make_features(180, seed=4, as_of=d2), tmp_path, d2),
+        models,
+        policy,
+        out_dir,
+        as_of=d2,
+    )
+    a = pd.read_parquet(first.decisions_path).set_index("user_id")
+    b = pd.read_parquet(second.decisions_path).set_index("user_id")
+    new_users = b.index.difference(a.index)  # u000150.. had no decision last month
+    np.testing.assert_array_equal(b.loc[a.index, "prev_line_cny"], a["new_line_cny"])
+    ctx = make_features(180, seed=4, as_of=d2).set_index("user_id")["ctx_line_cny"]
+    np.testing.assert_array_equal(b.loc[new_users, "prev_line_cny"], ctx.loc[new_users])
+
+
+def test_nan_rows_score_like_lightgbm_missing(tmp_path, models, policy):
+    df = make_features(50, seed=5)
+    all_feats = [c for c in df.columns if c in set(CREDIT_FEATURES) | set(models["fraud"].features)]
+    df.loc[:9, all_feats] = np.nan  # ten users with no history at all
+    df.loc[:4, ["ctx_dti_ratio", "ctx_active_lenders_cnt", "ctx_kyc_expiry_days"]] = np.nan
+    res = run(write_table(df, tmp_path), models, policy, tmp_path / "decisions")
+    out = pd.read_parquet(res.decisions_path)
+    assert np.isfinite(out["pd"]).all() and np.isfinite(out["fraud_p"]).all()
+    # all-NaN rows follow the missing-value branches: the same score for each of them
+    assert out.loc[:9, "pd"].nunique() == 1
+    raw = models["credit"].booster.predict(
+        np.full((1, len(CREDIT_FEATURES)), np.nan), raw_score=True
+    )
+    assert out.loc[0, "credit_margin"] == pytest.approx(0.9 * raw[0] - 0.1)
+    # NaN ctx values fire no regulation
+    assert not out.loc[:4, "rules_fired"].str.contains("REG-").any()
+
+
+class _NoPredict:
+    """A booster stand-in that fails the test if any model runs."""
+
+    def predict(self, *a, **k):  # pragma: no cover - must not be reached
+        raise AssertionError("a model ran before the feature table was validated")
+
+    def num_trees(self):
+        return 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda d: d.drop(columns=["inst_late_cnt_12m", "ctx_dti_ratio"]),
+            r"missing column\(s\): ctx_dti_ratio \(policy\), inst_late_cnt_12m \(credit model\)",
+        ),
+        (
+            lambda d: d.assign(bureau_inquiries_cnt_1m=d["bureau_inquiries_cnt_1m"].astype(str)),
+            r"wrong type\(s\): bureau_inquiries_cnt_1m: .*string, expected float64 \(credit model\)",
+        ),
+        (
+            lambda d: d.assign(user_id=["u000001"] * len(d)),
+            r"duplicate user_id rows \(first: u000001\)",
+        ),
+        (
+            lambda d: d.assign(ctx_line_cny=np.where(d.index == 7, np.nan, d["ctx_line_cny"])),
+            r"1 rows have ctx_line_cny NaN.*first user u000007",
+        ),
+        (
+            lambda d: d.assign(
+                inst_dpd_max_6m=np.where(d.index == 3, np.inf, d["inst_dpd_max_6m"])
+            ),
+            r"inst_dpd_max_6m holds \+-inf",
+        ),
+    ],
+)
+def test_bad_feature_table_fails_before_any_model(tmp_path, models, policy, mutate, message):
+    table = write_table(mutate(make_features(40, seed=6)), tmp_path)
+    blind = {
+        r: ScoringModel(m.name, m.version, m.features, _NoPredict()) for r, m in models.items()
+    }
+    with pytest.raises(FeatureTableError, match=message):
+        run(table, blind, policy, tmp_path / "decisions")
+    assert not (tmp_path / "decisions").exists()
+
+
+def test_wrong_as_of_is_an_error(tmp_path, models, policy):
+    table = write_table(make_features(20, seed=7), tmp_path)
+    with pytest.raises(
+        FeatureTableError, match="is for as_of 2026-10-31, not the requested 2026-11-30"
+    ):
+        run(table, models, policy, tmp_path / "decisions", as_of="2026-11-30")
+
+
+def test_killed_run_resumes_to_identical_output(tmp_path, boosters):
+    import lightgbm as lgb
+
+    table = write_table(make_features(400, seed=8), tmp_path)
+    files = {}
+    for role, b in boosters.items():
+        files[role] = tmp_path / f"{role}.txt"
+        b.save_model(str(files[role]))
+    # the same models the subprocess loads (score_job.py)
+    credit, fraud = (lgb.Booster(model_file=str(files[r])) for r in ("credit", "fraud"))
+    loaded = {
+        "credit": ScoringModel(
+            "credit-pd", 3, credit.feature_name(), credit, calib_a=0.9, calib_b=-0.1
+        ),
+        "fraud": ScoringModel("fraud", 1, fraud.feature_name(), fraud),
+    }
+    policy = load_policy()
+    clean = tmp_path / "clean"
+    run(table, loaded, policy, clean, chunk_rows=40)
+
+    killed = tmp_path / "killed"
+    work = killed / "as_of=2026-10-31" / ".work"
+    cmd = [
+        sys.executable,
+        str(REPO / "tests/serving/score_job.py"),
+        str(table),
+        str(killed),
+        str(files["credit"]),
+        str(files["fraud"]),
+        "40",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), SLOW_CHUNK_ENV: "0.3"}
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.monotonic() + 60
+    while (
+        len(list(work.glob("chunk-*.parquet"))) < 3
+        and time.monotonic() < deadline
+        and proc.poll() is None
+    ):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(work.glob("chunk-*.parquet")))
+    assert 3 <= done < 10, "the kill should land mid-run (10 chunks of 40)"
+    assert not (killed / "as_of=2026-10-31" / "decisions.parquet").exists()
+
+    restarted = run(table, loaded, policy, killed, chunk_rows=40)
+    assert restarted.resumed_chunks == done
+    for rel in (
+        "as_of=2026-10-31/decisions.parquet",
+        "log/as_of=2026-10-31.parquet",
+        "as_of=2026-10-31/manifest.json",
+    ):
+        assert (killed / rel).read_bytes() == (clean / rel).read_bytes(), rel
+    assert not work.exists()
+    assert pq.read_metadata(killed / "log/as_of=2026-10-31.parquet").num_rows == 400

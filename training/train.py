@@ -1,0 +1,508 @@
+"""Training runs end to end: fit, evaluate, log to MLflow, register as @challenger.
+
+`train_on_feature_tables` trains the credit or fraud model on stacked monthly feature
+snapshots with an out-of-time as-of date; `training.tabular.train_on_table` brings any table.
+Both end in `train_and_register`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training import evaluate, plots
+from training.encoding import apply_encoding
+from training.fit import (
+    CalibratedModel,
+    base_params,
+    fit_calibrated,
+    fit_logistic_baseline,
+    model_spec,
+    predict_baseline,
+)
+from training.promote import GATE_DATA, GATE_LABEL, evaluate_gates, gate_tags
+from training.splits import labelled_rows, read_snapshots, split_by_user
+
+log = logging.getLogger(__name__)
+
+NOT_INPUT_PREFIXES = ("ctx_", "fresh_", "label_")
+GATE_SAMPLE_ROWS = 100_000  # OOT rows kept with the run so `promote` can rescore the champion
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    name: str
+    version: int
+    run_id: str
+    model: CalibratedModel
+    metrics: dict[str, float]
+    params: dict
+    gates: list
+
+    @property
+    def baseline_auc(self) -> float:
+        return self.metrics["baseline_lr_oot_auc"]
+
+    def summary(self) -> str:
+        m = self.metrics
+        lines = [
+            f"registered {self.name} v{self.version} as @challenger (run {self.run_id})",
+            f"  OOT: AUC {m['oot_auc']:.4f}  Gini {m['oot_gini']:.4f}  KS {m['oot_ks']:.4f}  "
+            f"Brier {m['oot_brier']:.5f}  calibration error {m['oot_calibration_error']:.4f}",
+            f"  logistic-regression baseline OOT AUC {m['baseline_lr_oot_auc']:.4f} "
+            f"(model - baseline = {m['oot_auc_uplift_vs_lr']:+.4f})",
+            f"  score PSI train vs OOT {m['score_psi']:.4f}; rows train/valid/oot "
+            f"{int(m['train_rows'])}/{int(m['valid_rows'])}/{int(m['oot_rows'])}; trees {self.params['best_iteration']}",
+            "  gate pre-check: "
+            + ", ".join(f"{g.name}={'pass' if g.passed else 'FAIL'}" for g in self.gates),
+        ]
+        return "\n".join(lines)
+
+
+def _metadata_features(kind: str, monotone_wanted: bool) -> tuple[list[str], list[int] | None, str]:
+    try:
+        from features import metadata
+    except ImportError as exc:
+        raise RuntimeError(
+            "features.metadata is not available (it lists the model features and monotone directions); "
+            "merge the features part, or pass the feature list explicitly"
+        ) from exc
+    names = list(metadata.model_features(kind))
+    mono = list(metadata.monotone_constraints(names)) if monotone_wanted else None
+    return names, mono, str(metadata.METADATA_VERSION)
+
+
+def check_feature_columns(df: pd.DataFrame, features: list[str], where: str) -> None:
+    missing = [f for f in features if f not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{where}: {len(missing)} model feature(s) missing: {', '.join(missing[:20])}"
+        )
+    not_inputs = [f for f in features if f.startswith(NOT_INPUT_PREFIXES)]
+    if not_inputs:
+        raise ValueError(
+            f"{where}: {not_inputs} are context/freshness/label columns, never model inputs"
+        )
+
+
+def train_on_feature_tables(
+    kind: str,
+    features_dir: str | Path,
+    train_as_of: list[str],
+    oot_as_of: str,
+    *,
+    tracking_uri: str,
+    settings: dict,
+    gates: dict,
+    seed: int = 42,
+    num_threads: int = 2,
+    valid_as_of: list[str] | None = None,
+    features: list[str] | None = None,
+    monotone: list[int] | None = None,
+    metadata_version: str | None = None,
+) -> TrainResult:
+    """Train `credit` or `fraud` on stacked snapshots; OOT = the `oot_as_of` snapshot.
+
+    `features`/`monotone` default to `features.metadata` (model_features, monotone_constraints).
+    Without `valid_as_of`, a share of training users is held out for early stopping + calibration.
+    """
+    spec = model_spec(kind)
+    if features is None:
+        features, meta_mono, metadata_version = _metadata_features(kind, spec.monotone)
+        monotone = monotone if monotone is not None else meta_mono
+    if not spec.monotone:
+        monotone = None
+    oot_ts = pd.Timestamp(oot_as_of)
+    late = [d for d in list(train_as_of) + list(valid_as_of or []) if pd.Timestamp(d) >= oot_ts]
+    if late:
+        raise ValueError(
+            f"out-of-time as-of {oot_ts:%Y-%m-%d} must be after every training/validation as-of; got {late}"
+        )
+
+    train_all, lin_train = read_snapshots(features_dir, train_as_of)
+    train_all = labelled_rows(
+        train_all, spec.label, spec.matured, f"training snapshots {train_as_of}"
+    )
+    if valid_as_of:
+        valid, lin_valid = read_snapshots(features_dir, valid_as_of)
+        valid = labelled_rows(
+            valid, spec.label, spec.matured, f"validation snapshots {valid_as_of}"
+        )
+        train = train_all
+        split = f"train as-of {train_as_of}, validation as-of {valid_as_of}, out-of-time as-of {oot_as_of}"
+    else:
+        lin_valid = []
+        train, valid = split_by_user(
+            train_all, "user_id", spec.label, settings["valid_fraction"], seed
+        )
+        split = (
+            f"train as-of {train_as_of} ({1 - settings['valid_fraction']:.0%} of users), validation = the other users, "
+            f"out-of-time as-of {oot_as_of}"
+        )
+    oot, lin_oot = read_snapshots(features_dir, [oot_as_of])
+    oot = labelled_rows(oot, spec.label, spec.matured, f"out-of-time snapshot {oot_as_of}")
+    for frame, where in ((train, "training"), (valid, "validation"), (oot, "out-of-time")):
+        check_feature_columns(frame, features, f"{where} feature table")
+
+    versions = {
+        s["metadata_version"] for s in lin_train + lin_valid + lin_oot if s.get("metadata_version")
+    }
+    if metadata_version and versions and versions != {metadata_version}:
+        log.warning(
+            "feature tables were built with metadata %s, training with %s",
+            sorted(versions),
+            metadata_version,
+        )
+    lineage = {
+        "split": split,
+        "snapshots": lin_train + lin_valid + lin_oot,
+        "train": {"as_of": list(train_as_of)},
+        "valid": {
+            "as_of": list(valid_as_of) if valid_as_of else "held-out users of the training dates"
+        },
+        "oot": {"as_of": [oot_as_of]},
+    }
+    return train_and_register(
+        train,
+        valid,
+        oot,
+        kind=kind,
+        registered_name=spec.registered_name,
+        features=features,
+        label=spec.label,
+        monotone=monotone,
+        rare_class=spec.rare_class,
+        encoding={},
+        lineage=lineage,
+        metadata_version=metadata_version,
+        tracking_uri=tracking_uri,
+        settings=settings,
+        gates=gates,
+        seed=seed,
+        num_threads=num_threads,
+    )
+
+
+def gate_sample(oot: pd.DataFrame, label: str, seed: int) -> pd.DataFrame:
+    """OOT rows kept with the run for `promote`: every candidate input column (so a champion
+    with other features can be rescored on the same rows) and the label as `__label__`."""
+    rows = (
+        oot if len(oot) <= GATE_SAMPLE_ROWS else oot.sample(n=GATE_SAMPLE_ROWS, random_state=seed)
+    )
+    keep = [
+        c
+        for c in rows.columns
+        if c != label
+        and not c.startswith("label_")
+        and c not in ("user_id", "as_of")
+        and not pd.api.types.is_datetime64_any_dtype(rows[c])
+    ]
+    return (
+        rows[keep].reset_index(drop=True).assign(**{GATE_LABEL: rows[label].to_numpy(dtype=float)})
+    )
+
+
+def _input_example(frame: pd.DataFrame, features: list[str], encoding: dict) -> pd.DataFrame:
+    """First rows of the raw inputs: numbers as float64, encoded text columns as str."""
+    text_cols = set(encoding.get("columns", {}))
+    ex = frame[features].head(5).reset_index(drop=True)
+    return ex.assign(
+        **{
+            c: (
+                ex[c].astype("string").fillna("").astype(object)
+                if c in text_cols
+                else ex[c].astype("float64")
+            )
+            for c in features
+        }
+    )
+
+
+def train_and_register(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    oot: pd.DataFrame,
+    *,
+    kind: str,
+    registered_name: str,
+    features: list[str],
+    label: str,
+    monotone: list[int] | None,
+    rare_class: bool,
+    encoding: dict,
+    lineage: dict,
+    metadata_version: str | None,
+    tracking_uri: str,
+    settings: dict,
+    gates: dict,
+    seed: int,
+    num_threads: int,
+    group_col: str | None = "user_id",
+) -> TrainResult:
+    """Fit on train (early stopping + calibration on valid), evaluate on all three, log, register.
+
+    Frames hold the raw model inputs (text not yet encoded) and the label. `settings` are the
+    ModelConfig values, `gates` the GatesConfig values.
+    """
+    import lightgbm as lgb
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from training import model_card
+    from training.registry import (
+        BOOSTER_FILE,
+        CHAMPION,
+        META_FILE,
+        current_version,
+        load_model,
+        model_meta,
+        register,
+    )
+    from training.tracking import (
+        ensure_experiment,
+        log_frame,
+        log_json,
+        log_metrics,
+        log_params,
+        open_client,
+        using_store,
+    )
+
+    cols = list(features) + [label]
+    enc = {
+        part: apply_encoding(f[cols], encoding)
+        for part, f in (("train", train), ("valid", valid), ("oot", oot))
+    }
+    params = base_params(
+        learning_rate=settings["learning_rate"],
+        num_leaves=settings["num_leaves"],
+        max_depth=settings["max_depth"],
+        min_data_in_leaf=settings["min_data_in_leaf"],
+        lambda_l2=settings["lambda_l2"],
+        feature_fraction=settings["feature_fraction"],
+        bagging_fraction=settings["bagging_fraction"],
+        seed=seed,
+        num_threads=num_threads,
+    )
+    fr = fit_calibrated(
+        enc["train"],
+        enc["valid"],
+        features,
+        label,
+        params=params,
+        monotone=monotone,
+        monotone_method=settings["monotone_method"],
+        rare_class=rare_class,
+        scale_pos_weight=settings.get("fraud_scale_pos_weight"),
+        max_rounds=settings["max_rounds"],
+        early_stopping_rounds=settings["early_stopping_rounds"],
+        small_table_rows=settings["small_table_rows"],
+        encoding=encoding,
+        groups=(
+            np.r_[train[group_col].to_numpy(), valid[group_col].to_numpy()]
+            if group_col and group_col in train.columns
+            else None
+        ),
+        seed=seed,
+    )
+    model = fr.model
+    # the baseline learns from the same rows as the model: train, plus valid under cross-validation
+    lr_rows = enc["train"] if fr.scheme == "holdout" else pd.concat([enc["train"], enc["valid"]])
+    lr = fit_logistic_baseline(lr_rows, features, label)
+
+    metrics: dict[str, float] = {}
+    scores: dict[str, np.ndarray] = {}
+    ys: dict[str, np.ndarray] = {}
+    for part, frame in (("train", train), ("valid", valid), ("oot", oot)):
+        ys[part] = frame[label].to_numpy(dtype="float64")
+        if part == "valid" and fr.valid_margin is not None:
+            # cross-validated fit: the final model has seen these rows; use out-of-fold scores
+            scores[part] = 1.0 / (1.0 + np.exp(-fr.valid_margin))
+        else:
+            scores[part] = model.predict_proba(frame)
+        metrics.update(evaluate.summarise(ys[part], scores[part], part))
+        metrics[f"baseline_lr_{part}_auc"] = evaluate.auc(
+            ys[part], predict_baseline(lr, enc[part], features)
+        )
+    metrics["score_psi"] = evaluate.psi(scores["train"], scores["oot"])
+    metrics["oot_auc_uplift_vs_lr"] = metrics["oot_auc"] - metrics["baseline_lr_oot_auc"]
+    for i, cand in enumerate(fr.candidates):
+        metrics[f"candidate_{i}_valid_auc"] = cand["valid_auc"]
+
+    calib_oot = evaluate.calibration_table(ys["oot"], scores["oot"])
+    calib_train = evaluate.calibration_table(ys["train"], scores["train"])
+    lift_oot = evaluate.lift_table(ys["oot"], scores["oot"])
+    rng = np.random.default_rng(seed)
+    n_shap = min(settings["shap_sample_rows"], len(oot))
+    shap_rows = np.sort(rng.choice(len(oot), size=n_shap, replace=False))
+    X_shap = model.matrix(oot.iloc[shap_rows])
+    contrib = plots.shap_values(model.booster, X_shap)
+    importance = pd.DataFrame(
+        {
+            "feature": features,
+            "mean_abs_shap": np.abs(contrib).mean(axis=0),
+            "monotone": model.monotone,
+            "split_gain": model.booster.feature_importance("gain"),
+        }
+    ).sort_values(["mean_abs_shap", "feature"], ascending=[False, True], kind="mergesort")
+
+    gate_frame = gate_sample(
+        oot.drop(columns=[group_col], errors="ignore") if group_col else oot, label, seed
+    )
+
+    client = open_client(tracking_uri)
+    exp_id = ensure_experiment(client, registered_name, tracking_uri)
+    champ_version = current_version(client, registered_name, CHAMPION)
+    champion = (
+        load_model(registered_name, champ_version, tracking_uri)
+        if champ_version is not None
+        else None
+    )
+    gate_results = evaluate_gates(
+        model,
+        champion,
+        gate_frame.drop(columns=[GATE_LABEL]),
+        gate_frame[GATE_LABEL].to_numpy(),
+        calibration_error=metrics["oot_calibration_error"],
+        score_psi=metrics["score_psi"],
+        auc_margin=gates["auc_margin"],
+        min_auc=gates["min_auc"],
+        calibration_tolerance=gates["calibration_tolerance"],
+        psi_alert=gates["psi_alert"],
+        monotone_sample_rows=gates["monotone_sample_rows"],
+        champion_label=f"champion v{champ_version}",
+        seed=seed,
+    )
+    against = (
+        f"champion v{champ_version} (at training time)"
+        if champion is not None
+        else "absolute thresholds"
+    )
+
+    run_params = {
+        "kind": kind,
+        "label": label,
+        "n_features": len(features),
+        "metadata_version": metadata_version or "n/a",
+        "best_iteration": fr.best_iteration,
+        "calib_a": f"{model.calib_a:.6f}",
+        "calib_b": f"{model.calib_b:.6f}",
+        "encoding_columns": len(encoding.get("columns", {})),
+        "split": lineage.get("split", ""),
+        "fit_scheme": fr.scheme,
+        "max_rounds": settings["max_rounds"],
+        "early_stopping_rounds": settings["early_stopping_rounds"],
+        "seed": seed,
+        **{
+            f"lgbm_{k}": v
+            for k, v in fr.params.items()
+            if k not in ("verbosity", "metric", "objective")
+        },
+    }
+    with using_store(tracking_uri), tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"{registered_name}-{kind}") as run:
+            run_id = run.info.run_id
+            log_params(client, run_id, run_params)
+            log_metrics(client, run_id, metrics)
+            mlflow.set_tags({"model_kind": kind, "metadata_version": metadata_version or "n/a"})
+            log_json(client, run_id, lineage, model_card.LINEAGE)
+            log_json(
+                client, run_id, {"features": features, "monotone": model.monotone}, "features.json"
+            )
+            log_json(client, run_id, fr.candidates, "regularisation_candidates.json")
+            log_frame(client, run_id, calib_oot, "tables/calibration_oot.csv")
+            log_frame(client, run_id, calib_train, "tables/calibration_train.csv")
+            log_frame(client, run_id, lift_oot, "tables/lift_oot.csv")
+            log_frame(client, run_id, importance, model_card.IMPORTANCE)
+            log_frame(client, run_id, gate_frame, GATE_DATA)
+            client.log_artifact(
+                run_id,
+                str(plots.plot_roc_ks(ys["oot"], scores["oot"], tmp / "roc_ks_oot.png", "OOT")),
+                "plots",
+            )
+            client.log_artifact(
+                run_id,
+                str(plots.plot_calibration(calib_oot, tmp / "calibration_oot.png", "OOT")),
+                "plots",
+            )
+            client.log_artifact(
+                run_id,
+                str(plots.plot_shap_summary(contrib, X_shap, features, tmp / "shap_summary.png")),
+                "plots",
+            )
+
+            booster_path = tmp / BOOSTER_FILE
+            model.booster.save_model(str(booster_path))
+            meta_path = tmp / META_FILE
+            meta_path.write_text(
+                json.dumps(
+                    model_meta(
+                        model,
+                        kind=kind,
+                        label=label,
+                        metadata_version=metadata_version,
+                        run_id=run_id,
+                    ),
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
+            example = _input_example(train, features, encoding)
+            from training.pyfunc_model import CalibratedPyfunc
+
+            signature = infer_signature(example, model.predict_proba(example))
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=CalibratedPyfunc(),
+                artifacts={"booster": str(booster_path), "meta": str(meta_path)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=[
+                    f"mlflow=={mlflow.__version__}",
+                    f"lightgbm=={lgb.__version__}",
+                    f"pandas=={pd.__version__}",
+                    f"numpy=={np.__version__}",
+                ],
+            )
+            version = register(
+                client,
+                registered_name,
+                info.model_uri,
+                tags={
+                    "kind": kind,
+                    "run_id": run_id,
+                    "metadata_version": metadata_version or "n/a",
+                    "oot_auc": f"{metrics['oot_auc']:.4f}",
+                },
+            )
+            for k, v in gate_tags(gate_results, against).items():
+                client.set_model_version_tag(registered_name, str(version), k, v)
+            client.set_model_version_tag(registered_name, str(version), "gates.stage", "training")
+            mlflow.set_tag("registered_version", f"{registered_name}/{version}")
+            model_card.log_card(
+                client, tracking_uri, run_id, registered_name, version, gate_results, against
+            )
+    log.info(
+        "registered %s v%d (run %s): OOT AUC %.4f, LR baseline %.4f",
+        registered_name,
+        version,
+        run_id,
+        metrics["oot_auc"],
+        metrics["baseline_lr_oot_auc"],
+    )
+    return TrainResult(
+        name=registered_name,
+        version=version,
+        run_id=run_id,
+        model=model,
+        metrics=metrics,
+        params={**fr.params, "best_iteration": fr.best_iteration},
+        gates=gate_results,
+    )
