@@ -13,13 +13,13 @@ finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 maybe_nan = st.one_of(finite, st.just(float("nan")))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(arrays("float64", st.integers(1, 200), elements=maybe_nan), st.integers(2, 20))
 def test_psi_is_exactly_zero_for_identical_samples(x, bins):
     assert psi(x, x.copy(), bins) == 0.0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     arrays("float64", st.integers(1, 100), elements=maybe_nan),
     arrays("float64", st.integers(1, 100), elements=maybe_nan),
@@ -31,7 +31,7 @@ def test_psi_is_non_negative_and_order_free(a, b):
     assert psi(rng.permutation(a), rng.permutation(b)) == pytest.approx(value, abs=1e-12)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(arrays("float64", st.integers(1, 200), elements=maybe_nan), st.integers(2, 20))
 def test_bin_shares_sum_to_one(x, bins):
     assert bin_shares(x, quantile_edges(x, bins)).sum() == pytest.approx(1.0)
