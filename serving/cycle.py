@@ -103,7 +103,6 @@ def build_month_tables(
     A table whose manifest records the same raw-input digests is reused.
     """
     from features.builder import build_features
-
     from features.contracts import TABLES, load_raw
     from features.tables import file_digest, write_json, write_parquet
 
@@ -367,10 +366,9 @@ def _run_cycle(
     settings: CycleSettings,
 ) -> CycleResult:
     """Run the loop from `start` to `end` (month-ends); write and return the summary."""
+    from serving.policy import load_policy
     from training.registry import CHAMPION, current_version
     from training.tracking import open_client
-
-    from serving.policy import load_policy
 
     raw_dir, features_dir, decisions_dir = Path(raw_dir), Path(features_dir), Path(decisions_dir)
     explanations_dir, reports_dir, quarantine_dir = Path(explanations_dir), Path(reports_dir), Path(quarantine_dir)
@@ -391,7 +389,7 @@ def _run_cycle(
         calendar = str(raw_dir.parent / "truth" / "scenario_calendar.json")
     policy = load_policy(s.policy_file, calendar)
     frozen = _load_models(tracking_uri, first[CREDIT_MODEL], first[FRAUD_MODEL]) if s.baseline_arm else None
-    baseline_dir = reports_dir.parent / "cycle_baseline" / "decisions"
+    baseline_dir = reports_dir / "cycle" / "no_loop_decisions"  # removed by `make clean`
     truth = _truth(raw_dir)
     world_end = _manifest_extracted_at(raw_dir)
     horizon = s.monitor.label_horizon_months
