@@ -34,9 +34,11 @@ def _root(
 
 def _register() -> None:
     # Each command module adds its commands to `app` when imported.
+    import serving.cli.cycle  # noqa: F401
     import serving.cli.demo  # noqa: F401
     import serving.cli.explain  # noqa: F401
     import serving.cli.features  # noqa: F401
+    import serving.cli.monitor  # noqa: F401
     import serving.cli.predict  # noqa: F401
     import serving.cli.promote  # noqa: F401
     import serving.cli.score  # noqa: F401

@@ -1,4 +1,4 @@
-"""`creditline demo`: the main job end to end (for now: simulate a small world, print its summary)."""
+"""`creditline demo`: the main job end to end: simulate a world with every scenario, run the loop."""
 
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ def demo(
     users: int = typer.Option(2000, "--users", help="Number of users."),
     months: int = typer.Option(24, "--months", help="Months to simulate."),
     seed: int = typer.Option(7, "--seed", help="Random seed."),
+    cycle: bool = typer.Option(True, "--cycle/--no-cycle", help="Run the monthly loop on the world."),
     config: Path = CONFIG_OPTION,
 ) -> None:
-    """Run the demo: simulate a world with every scenario into the data folder and summarise it.
+    """Simulate a world with every scenario into the data folder, then run the monthly loop on it.
+
+    The loop (creditline cycle) starts after the months its first models learn from and runs
+    to the end of the world; it prints the summary and where the reports are.
 
     Example: creditline demo --users 2000 --months 24 --seed 7
     """
@@ -36,3 +40,36 @@ def demo(
     except ValueError as exc:
         fail(str(exc))
     typer.echo(format_summary(summary))
+    if not cycle:
+        return
+    from training.tracking import tracking_uri
+
+    from serving.cycle import cycle_settings, demo_period, run_cycle
+
+    p = cfg.paths
+    raw = Path(summary["raw_dir"])
+    calendar = raw.parent / "truth" / "scenario_calendar.json"
+    try:
+        start, end = demo_period("2024-01-01", months, cfg.monitor.bootstrap_months)
+        scoring = cfg.scoring.model_dump()
+        if scoring.get("calendar") is None and calendar.exists():
+            scoring["calendar"] = str(calendar)
+        result = run_cycle(
+            start=start, end=end, raw_dir=raw, features_dir=p.features, decisions_dir=p.decisions,
+            explanations_dir=p.explanations, reports_dir=p.reports, quarantine_dir=p.quarantine,
+            tracking_uri=tracking_uri(p.mlruns),
+            settings=cycle_settings(
+                monitor=cfg.monitor.model_dump(), model=cfg.model.model_dump(),
+                gates=cfg.gates.model_dump(), scoring=scoring, seed=cfg.training.seed,
+                num_threads=cfg.training.num_threads,
+            ),
+        )
+    except (ValueError, FileNotFoundError, LookupError) as exc:
+        fail(str(exc))
+        return
+    typer.echo("")
+    typer.echo(result.text_path.read_text(), nl=False)
+    typer.echo("")
+    typer.echo(f"cycle summary: {result.summary_path} (text: {result.text_path})")
+    typer.echo(f"monitoring reports (summary.html, drift_report.html): {Path(p.reports) / 'monitoring'}")
+    typer.echo(f"decisions: {p.decisions}; explanations: {p.explanations}; MLflow: {p.mlruns}")

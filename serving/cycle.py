@@ -1,0 +1,640 @@
+"""The monthly operating loop: features -> score -> explain -> monitor -> retrain, month by month.
+
+`run_cycle` walks the month-ends from D1 to D2. Each month it builds the feature table (raw
+tables are loaded once), scores every user with the current champions and the line policy,
+explains downgrades, monitors the champion, and retrains when a trigger fires (at most once per
+cooldown). A second arm scores the same months with the models frozen at the start, so the
+summary can say what the loop changed: the headline figure is wrongful post-repayment
+downgrades per 10k good repayers, with the loop and without it.
+
+Labels and the simulator's truth are read only for that evaluation, and for monitoring only
+once matured by the month being decided (as-of + horizon + margin <= month).
+
+Bootstrap: with no champion registered, the first models are trained on the months before D1
+(their outcomes are taken as known: a stand-in for a model developed on history before the
+product ran this loop).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from serving.monitor import (
+    MonitorSettings,
+    champion_lineage,
+    decisions_path,
+    feature_table_path,
+    reference_paths_for,
+    run_monitor,
+)
+from serving.performance import DOWNGRADE_ACTIONS
+from serving.retrain import retrain
+
+log = logging.getLogger(__name__)
+
+CREDIT_MODEL = "credit-pd"
+FRAUD_MODEL = "fraud"
+
+
+def month_ends(start: pd.Timestamp | str, end: pd.Timestamp | str) -> list[pd.Timestamp]:
+    """Month-end dates from the month of `start` to the month of `end`, inclusive.
+
+    >>> [d.strftime("%Y-%m-%d") for d in month_ends("2024-01-15", "2024-03-01")]
+    ['2024-01-31', '2024-02-29', '2024-03-31']
+    """
+    s, e = pd.Timestamp(start), pd.Timestamp(end)
+    if e < s:
+        raise ValueError(f"cycle end {e:%Y-%m-%d} is before its start {s:%Y-%m-%d}")
+    return list(pd.date_range(s + pd.offsets.MonthEnd(0), e + pd.offsets.MonthEnd(0), freq="ME"))
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    """Plain values for the loop (from MonitorConfig, ModelConfig, GatesConfig, ScoringConfig)."""
+
+    monitor: MonitorSettings
+    model: dict
+    gates: dict
+    retrain_window_months: int = 6
+    retrain_cooldown_months: int = 3
+    auto_promote: bool = True
+    bootstrap_months: int = 6
+    html_report: str = "alarm"  # always | alarm | never
+    baseline_arm: bool = True
+    policy_file: str | None = None
+    calendar: str | None = None
+    max_source_age_days: dict | None = None
+    seed: int = 42
+    num_threads: int = 2
+
+
+@dataclass
+class CycleResult:
+    summary: dict
+    summary_path: Path
+    text_path: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, t0: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def build_month_tables(
+    raw_dir: Path, features_dir: Path, quarantine_dir: Path, dates: list[pd.Timestamp], threads: int
+) -> list[Path]:
+    """Build the feature tables for `dates` with the raw tables loaded once.
+
+    A table whose manifest records the same raw-input digests is reused.
+    """
+    from features.builder import build_features
+    from features.contracts import TABLES, load_raw
+    from features.tables import file_digest, write_json, write_parquet
+
+    digests = {t: file_digest(raw_dir / t) for t in TABLES}
+    todo = []
+    for d in dates:
+        m = feature_table_path(features_dir, d).parent / "manifest.json"
+        if m.exists() and json.loads(m.read_text()).get("input_digests") == digests:
+            continue
+        todo.append(d)
+    if todo:
+        loaded = load_raw(raw_dir, quarantine_dir)
+        extracted_at = _manifest_extracted_at(raw_dir)
+        from tqdm import tqdm
+
+        for d in tqdm(todo, desc="features", unit="month", leave=False):
+            df = build_features(loaded.tables, d, extracted_at=extracted_at, threads=threads)
+            path = write_parquet(df, feature_table_path(features_dir, d))
+            write_json(_feature_manifest(df, d, extracted_at, digests, loaded, path), path.parent / "manifest.json")
+    return [feature_table_path(features_dir, d) for d in dates]
+
+
+def _feature_manifest(df, as_of, extracted_at, digests, loaded, path) -> dict:
+    from features.tables import file_digest
+
+    try:
+        from features.metadata import METADATA_VERSION
+    except ImportError:  # pragma: no cover - features land together
+        METADATA_VERSION = None
+    return {
+        "as_of": f"{as_of:%Y-%m-%d}",
+        "rows": len(df),
+        "features": [c for c in df.columns if c not in ("user_id", "as_of") and not c.startswith(("ctx_", "fresh_", "label_"))],
+        "metadata_version": METADATA_VERSION,
+        "extracted_at": str(extracted_at) if extracted_at is not None else None,
+        "input_digests": digests,
+        "quarantined_rows": {t: r.rows_quarantined for t, r in loaded.reports.items()},
+        "output_digest": file_digest(path),
+        "built_by": "serving.cycle",
+    }
+
+
+def _manifest_extracted_at(raw_dir: Path) -> pd.Timestamp | None:
+    m = raw_dir / "manifest.json"
+    if m.exists():
+        v = json.loads(m.read_text()).get("extracted_at")
+        return pd.Timestamp(v) if v else None
+    return None
+
+
+def bootstrap_models(
+    features_dir: Path, tracking_uri: str, dates: list[pd.Timestamp], s: CycleSettings
+) -> dict[str, int]:
+    """Train and promote the first credit and fraud champions when none is registered."""
+    from training.promote import promote
+    from training.registry import CHAMPION, current_version
+    from training.tracking import open_client
+    from training.train import train_on_feature_tables
+
+    client = open_client(tracking_uri)
+    out = {}
+    train_s = [f"{d:%Y-%m-%d}" for d in dates[:-1]]
+    oot_s = f"{dates[-1]:%Y-%m-%d}"
+    gate_keys = ("auc_margin", "min_auc", "calibration_tolerance", "psi_alert", "monotone_sample_rows")
+    for kind, name in (("credit", CREDIT_MODEL), ("fraud", FRAUD_MODEL)):
+        champ = current_version(client, name, CHAMPION) if _has_registered(client, name) else None
+        if champ is not None and _trained_on_these_tables(tracking_uri, name, champ):
+            out[name] = champ
+            continue
+        if champ is not None:
+            log.warning("%s v%d was trained on other feature tables (another world?): "
+                        "training a new bootstrap model", name, champ)
+        log.info("bootstrap: training %s on %s (out-of-time %s)", name, train_s, oot_s)
+        res = train_on_feature_tables(
+            kind, features_dir, train_s, oot_s, tracking_uri=tracking_uri, settings=s.model,
+            gates=s.gates, seed=s.seed, num_threads=s.num_threads,
+        )
+        pr = promote(name, res.version, tracking_uri=tracking_uri, **{k: s.gates[k] for k in gate_keys})
+        if not pr.passed:
+            # The very first model has nothing to beat; record why the absolute gates failed
+            # and use it anyway (the loop needs a champion) -- visible in the summary.
+            log.warning("bootstrap %s v%d failed gates %s; making it champion to start the loop",
+                        name, res.version, [g.name for g in pr.gates if not g.passed])
+            client.set_registered_model_alias(name, CHAMPION, str(res.version))
+        out[name] = res.version
+    return out
+
+
+def _trained_on_these_tables(tracking_uri: str, name: str, version: int) -> bool:
+    """True when every snapshot in the version's lineage still has the recorded digest."""
+    from features.tables import file_digest
+
+    snaps = (champion_lineage(tracking_uri, name, version).get("lineage_json") or {}).get("snapshots") or []
+    if not snaps:
+        return True  # no lineage recorded: trust the registry
+    for snap in snaps:
+        p = Path(snap.get("path", ""))
+        if not p.exists() or (snap.get("sha256") and file_digest(p) != snap["sha256"]):
+            return False
+    return True
+
+
+def _has_registered(client, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+        return True
+    except Exception:
+        return False
+
+
+def _load_models(tracking_uri: str, credit_ref, fraud_ref) -> dict[str, Any]:
+    from training.registry import load_model
+
+    return {"credit": load_model(CREDIT_MODEL, credit_ref, tracking_uri),
+            "fraud": load_model(FRAUD_MODEL, fraud_ref, tracking_uri)}
+
+
+def _score(features_path: Path, models, policy, out_dir: Path, as_of, s: CycleSettings):
+    from serving.scoring import score_batch
+
+    return score_batch(features_path, models, policy, out_dir, as_of=as_of,
+                       max_age_days=s.max_source_age_days, num_threads=s.num_threads, progress=False)
+
+
+def _explain(as_of, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
+             s: CycleSettings, calendar) -> Path | None:
+    """Explain this month's downgrades against last month's decisions (issue 6's job)."""
+    try:
+        from serving.explain_run import run_explain
+    except ImportError:
+        log.warning("serving.explain_run is not available: downgrades are not explained")
+        return None
+    res = run_explain(
+        as_of, decisions_dir, features_dir, explanations_dir, reports_dir, tracking_uri,
+        policy_file=s.policy_file, calendar=calendar, max_age_days=s.max_source_age_days,
+        n_threads=s.num_threads,
+    )
+    return res.records_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (reads labels and, when present, the simulator's truth)
+
+
+def _truth(raw_dir: Path) -> pd.DataFrame | None:
+    path = raw_dir.parent / "truth" / "outcomes.parquet"
+    if not path.exists():
+        return None
+    return pd.read_parquet(path)
+
+
+def good_repayers(features: pd.DataFrame, truth: pd.DataFrame | None, as_of: pd.Timestamp, horizon: int) -> pd.Series:
+    """Users who repaid in full in the 30 days before `as_of` and did not default (or bust out)
+    within the horizon after it: truth when the world is simulated, else matured labels."""
+    repaid = features.get("ctx_repaid_in_full_30d", pd.Series(0.0, index=features.index)).fillna(0) == 1
+    if truth is not None:
+        t = features[["user_id"]].merge(truth, on="user_id", how="left")
+        end = as_of + pd.DateOffset(months=horizon)
+        bad = t["default_date"].notna() & (t["default_date"] <= end)
+        if "fraud_date" in t.columns:
+            bad = bad | (t["fraud_date"].notna() & (t["fraud_date"] <= end))
+        good = ~bad.to_numpy()
+    else:
+        good = (features["label_default_12m"] == 0).to_numpy()
+    return pd.Series(repaid.to_numpy() & good, index=features["user_id"].to_numpy())
+
+
+def outcome_rates(
+    features: pd.DataFrame, truth: pd.DataFrame | None, as_of: pd.Timestamp, horizon: int,
+    world_end: pd.Timestamp | None,
+) -> dict:
+    """Realised default rate within `horizon` months and fraud rate within 90 days after as-of.
+
+    From the simulator's truth when present (windows cut at the end of the world are flagged),
+    else from the labels that matured by extraction.
+    """
+    if truth is not None:
+        t = features[["user_id"]].merge(truth, on="user_id", how="left")
+        d_end = as_of + pd.DateOffset(months=horizon)
+        f_end = as_of + pd.Timedelta(days=90)
+        out = {
+            "default_rate": float(((t["default_date"] > as_of) & (t["default_date"] <= d_end)).mean()),
+            "fraud_rate": float(((t["fraud_date"] > as_of) & (t["fraud_date"] <= f_end)).mean())
+            if "fraud_date" in t.columns else None,
+            "rates_from": "truth",
+        }
+        if world_end is not None and d_end > world_end:
+            out["default_window_months_observed"] = round((world_end - as_of).days / 30.44, 1)
+        return out
+    out = {"rates_from": "labels"}
+    for label, key in (("label_default_12m", "default_rate"), ("label_fraud_90d", "fraud_rate")):
+        if label in features.columns and features[label].notna().any():
+            out[key] = float(features[label].mean())
+    return out
+
+
+def month_stats(
+    features: pd.DataFrame, decisions: pd.DataFrame, good: pd.Series, explanations: pd.DataFrame | None
+) -> dict:
+    """Actions, downgrades by cause, and wrongful post-repayment downgrades."""
+    dec = decisions.set_index("user_id")
+    down = dec["action"].isin(DOWNGRADE_ACTIONS)
+    g = good.reindex(dec.index).fillna(False).astype(bool)
+    out = {
+        "users": int(len(dec)),
+        "actions": {a: int(n) for a, n in dec["action"].value_counts().sort_index().items()},
+        "downgrades": int(down.sum()),
+        "good_repayers": int(g.sum()),
+        "wrongful_post_repayment_downgrades": int((down & g).sum()),
+        "mean_pd": float(dec["pd"].mean()),
+    }
+    out["downgrades_by_cause"] = _causes(dec.loc[down], explanations)
+    return out
+
+
+def _causes(down: pd.DataFrame, explanations: pd.DataFrame | None) -> dict[str, int]:
+    if explanations is not None and len(explanations):
+        col = next((c for c in ("primary_cause", "cause", "top_cause") if c in explanations.columns), None)
+        if col is not None:
+            e = explanations.drop_duplicates("user_id").set_index("user_id")[col]
+            causes = e.reindex(down.index).fillna("unexplained")
+            return {str(k): int(v) for k, v in causes.value_counts().sort_index().items()}
+    # Without explanations: the policy rules that fired, else "model score".
+    rules = down.get("rules_fired", pd.Series("", index=down.index)).fillna("")
+    first = rules.str.split(";").str[0].replace("", "model_score")
+    return {str(k): int(v) for k, v in first.value_counts().sort_index().items()}
+
+
+def _read_explanations(explanations_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
+    p = explanations_dir / f"as_of={as_of:%Y-%m-%d}" / "explanations.parquet"
+    return pd.read_parquet(p) if p.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def run_cycle(**kwargs) -> CycleResult:
+    """Run the loop from `start` to `end` (month-ends); write and return the summary.
+
+    Keyword arguments as `_run_cycle`. MLflow's fluent API (used when models are downloaded
+    from the registry) points at `tracking_uri` for the duration.
+    """
+    from training.tracking import using_store
+
+    with using_store(kwargs["tracking_uri"]):
+        return _run_cycle(**kwargs)
+
+
+def _run_cycle(
+    *,
+    start: pd.Timestamp | str,
+    end: pd.Timestamp | str,
+    raw_dir: str | Path,
+    features_dir: str | Path,
+    decisions_dir: str | Path,
+    explanations_dir: str | Path,
+    reports_dir: str | Path,
+    quarantine_dir: str | Path,
+    tracking_uri: str,
+    settings: CycleSettings,
+) -> CycleResult:
+    """Run the loop from `start` to `end` (month-ends); write and return the summary."""
+    from serving.policy import load_policy
+    from training.registry import CHAMPION, current_version
+    from training.tracking import open_client
+
+    raw_dir, features_dir, decisions_dir = Path(raw_dir), Path(features_dir), Path(decisions_dir)
+    explanations_dir, reports_dir, quarantine_dir = Path(explanations_dir), Path(reports_dir), Path(quarantine_dir)
+    s = settings
+    timer = _Timer()
+    months = month_ends(start, end)
+    boot = [months[0] - pd.offsets.MonthEnd(k) for k in range(s.bootstrap_months + 1, 0, -1)]
+    t0 = time.perf_counter()
+    build_month_tables(raw_dir, features_dir, quarantine_dir, boot + months, s.num_threads)
+    timer.add("features", t0)
+
+    t0 = time.perf_counter()
+    client = open_client(tracking_uri)
+    first = bootstrap_models(features_dir, tracking_uri, boot, s)
+    timer.add("bootstrap_training", t0)
+    calendar = s.calendar
+    if calendar is None and (raw_dir.parent / "truth" / "scenario_calendar.json").exists():
+        calendar = str(raw_dir.parent / "truth" / "scenario_calendar.json")
+    policy = load_policy(s.policy_file, calendar)
+    frozen = _load_models(tracking_uri, first[CREDIT_MODEL], first[FRAUD_MODEL]) if s.baseline_arm else None
+    baseline_dir = reports_dir / "cycle" / "no_loop_decisions"  # removed by `make clean`
+    truth = _truth(raw_dir)
+    world_end = _manifest_extracted_at(raw_dir)
+    horizon = s.monitor.label_horizon_months
+
+    per_month: list[dict] = []
+    retrains: list[dict] = []
+    last_retrain: pd.Timestamp | None = None
+    explain_failures: list[dict] = []
+    from tqdm import tqdm
+
+    for d in tqdm(months, desc="cycle", unit="month"):
+        champ_v = current_version(client, CREDIT_MODEL, CHAMPION)
+        fraud_v = current_version(client, FRAUD_MODEL, CHAMPION)
+        models = _load_models(tracking_uri, champ_v, fraud_v)
+        fpath = feature_table_path(features_dir, d)
+        t0 = time.perf_counter()
+        _score(fpath, models, policy, decisions_dir, d, s)
+        if frozen is not None:
+            _score(fpath, frozen, policy, baseline_dir, d, s)
+        timer.add("scoring", t0)
+
+        t0 = time.perf_counter()
+        if d != months[0]:  # the first month has no earlier decision to explain against
+            try:
+                _explain(d, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
+                         s, calendar)
+            except Exception as exc:  # an explanation failure must not stop the loop; it is reported
+                log.error("explaining downgrades as of %s failed: %s", f"{d:%Y-%m-%d}", exc)
+                explain_failures.append({"as_of": f"{d:%Y-%m-%d}", "error": str(exc)[:500]})
+        timer.add("explain", t0)
+
+        t0 = time.perf_counter()
+        lineage = champion_lineage(tracking_uri, CREDIT_MODEL, champ_v)
+        ref_paths = reference_paths_for(lineage, features_dir)
+        from serving.monitor import baseline_gini_from_metrics
+
+        mon = run_monitor(
+            as_of=d, features_dir=features_dir, decisions_dir=decisions_dir, reports_dir=reports_dir,
+            tracking_uri=tracking_uri, settings=s.monitor,
+            model=models["credit"], reference_paths=ref_paths,
+            baseline_gini=baseline_gini_from_metrics(lineage["metrics"]),
+            html=s.html_report == "always" or (s.html_report != "never" and d == months[-1]),
+            log_to_mlflow=True, seed=s.seed,
+        )
+        summary = mon.summary
+        onset = summary["trigger"]["retrain"] and not (per_month and per_month[-1]["drift_alarm"])
+        if onset and s.html_report == "alarm" and mon.html_path is None:
+            # A person will look at a new alarm: give them the distributions too (once per
+            # alarm episode; the preset report costs 10-20 s).
+            from serving.drift import write_drift_report_html
+            from serving.monitor import load_reference, read_features
+
+            write_drift_report_html(
+                load_reference(ref_paths, list(models["credit"].features), s.monitor.drift_sample_rows, s.seed),
+                read_features(fpath), summary["drift"]["features_tested"],
+                mon.folder / "drift_report.html", sample_rows=s.monitor.drift_sample_rows, seed=s.seed,
+            )
+        timer.add("monitor", t0)
+
+        month_retrain = None
+        if summary["trigger"]["retrain"]:
+            cooling = last_retrain is not None and d < last_retrain + pd.DateOffset(months=s.retrain_cooldown_months)
+            if cooling:
+                month_retrain = {"as_of": f"{d:%Y-%m-%d}", "status": "cooldown",
+                                 "reasons": summary["trigger"]["reasons"]}
+            else:
+                t0 = time.perf_counter()
+                outcome = retrain(
+                    as_of=d, features_dir=features_dir, decisions_dir=decisions_dir,
+                    tracking_uri=tracking_uri, reasons=summary["trigger"]["reasons"],
+                    model_settings=s.model, gate_settings=s.gates, horizon_months=horizon,
+                    margin_days=s.monitor.label_margin_days, window_months=s.retrain_window_months,
+                    auto_promote=s.auto_promote, seed=s.seed, num_threads=s.num_threads,
+                    decision_log_dir=decisions_dir / "log",
+                )
+                timer.add("retraining", t0)
+                month_retrain = outcome.to_dict()
+                if outcome.status != "skipped":
+                    last_retrain = d
+            retrains.append(month_retrain)
+
+        t0 = time.perf_counter()
+        feats = pd.read_parquet(fpath)
+        good = good_repayers(feats, truth, d, horizon)
+        dec = pd.read_parquet(decisions_path(decisions_dir, d))
+        row = {
+            "as_of": f"{d:%Y-%m-%d}", "credit_model_version": int(champ_v), "fraud_model_version": int(fraud_v),
+            **outcome_rates(feats, truth, d, horizon, world_end),
+            "loop": month_stats(feats, dec, good, _read_explanations(explanations_dir, d)),
+            "drift_alarm": bool(summary["trigger"]["retrain"]),
+            "alarm_reasons": summary["trigger"]["reasons"],
+            "score_psi": summary["score"]["psi"],
+            "drifted_share": summary["drift"]["drifted_share"],
+            "matured_auc": (summary["performance"].get("matured") or {}).get("auc"),
+            "retrain": month_retrain["status"] if month_retrain else None,
+            "monitoring_report": str(mon.folder),
+        }
+        if frozen is not None:
+            base = pd.read_parquet(decisions_path(baseline_dir, d))
+            row["no_loop"] = month_stats(feats, base, good, None)
+        per_month.append(row)
+        timer.add("evaluation", t0)
+
+    return _write_summary(
+        months, per_month, retrains, first, reports_dir, timer, s, truth is not None, baseline_dir,
+        explain_failures,
+    )
+
+
+def _rate(num: int, den: int) -> float | None:
+    return 1e4 * num / den if den else None
+
+
+def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer: _Timer,
+                   s: CycleSettings, has_truth: bool, baseline_dir: Path,
+                   explain_failures: list[dict]) -> CycleResult:
+    from features.tables import write_json, write_text
+    from serving.monitor import _jsonable
+
+    def headline(arm: str) -> dict:
+        rows = [m[arm] for m in per_month if arm in m]
+        wrong = sum(r["wrongful_post_repayment_downgrades"] for r in rows)
+        good = sum(r["good_repayers"] for r in rows)
+        return {"wrongful_post_repayment_downgrades": wrong, "good_repayer_months": good,
+                "per_10k_good_repayers": _rate(wrong, good)}
+
+    summary = {
+        "from": f"{months[0]:%Y-%m-%d}", "to": f"{months[-1]:%Y-%m-%d}", "months": len(months),
+        "bootstrap_models": first,
+        "good_repayer_definition": (
+            "repaid in full in the 30 days before the as-of and no default/bust-out within "
+            f"{s.monitor.label_horizon_months} months after it ("
+            + ("simulator truth" if has_truth else "matured labels") + ")"
+        ),
+        "headline": {"with_loop": headline("loop")},
+        "per_month": per_month,
+        "retrains": retrains,
+        "promotions": [r for r in retrains if r and r.get("status") == "promoted"],
+        "drift_alarms": sum(1 for m in per_month if m["drift_alarm"]),
+        "explain_failures": explain_failures,
+        "timings_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
+    }
+    if s.baseline_arm:
+        summary["headline"]["without_loop"] = headline("no_loop")
+        summary["baseline_decisions"] = str(baseline_dir)
+    summary = _jsonable(summary)
+    folder = reports_dir / "cycle" / f"from={summary['from']}_to={summary['to']}"
+    path = write_json(summary, folder / "summary.json")
+    text_path = write_text(format_summary(summary), folder / "summary.txt")
+    return CycleResult(summary, path, text_path, timer.seconds)
+
+
+def format_summary(summary: dict) -> str:
+    """The cycle summary as a plain-text report."""
+    def f(x, spec=".4f"):
+        return "n/a" if x is None else format(x, spec)
+
+    lines = [f"creditline cycle {summary['from']} .. {summary['to']} ({summary['months']} months)", ""]
+    lines.append("month       credit  users  mean_pd  default  fraud   downgrades  wrongful/good   alarm  retrain")
+    for m in summary["per_month"]:
+        r = m["loop"]
+        lines.append(
+            f"{m['as_of']}  v{m['credit_model_version']:<5} {r['users']:>6}  {f(r['mean_pd'])}  "
+            f"{f(m.get('default_rate'))}{'*' if m.get('default_window_months_observed') else ' '} "
+            f"{f(m.get('fraud_rate'))}  {r['downgrades']:>10}  "
+            f"{r['wrongful_post_repayment_downgrades']:>6}/{r['good_repayers']:<7}  "
+            f"{'YES' if m['drift_alarm'] else '-':>5}  {m['retrain'] or '-'}"
+        )
+    if any(m.get("default_window_months_observed") for m in summary["per_month"]):
+        lines.append("* default window cut by the end of the data: a lower bound")
+    lines.append("")
+    lines.append("downgrades by cause (with the loop):")
+    causes: dict[str, int] = {}
+    for m in summary["per_month"]:
+        for k, v in m["loop"]["downgrades_by_cause"].items():
+            causes[k] = causes.get(k, 0) + v
+    for k, v in sorted(causes.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {k:<30} {v}")
+    lines.append("")
+    lines.append(f"drift alarms: {summary['drift_alarms']}")
+    for r in summary["retrains"]:
+        if not r:
+            continue
+        bt = r.get("backtest") or {}
+        ch, cl = bt.get("champion") or {}, bt.get("challenger") or {}
+        lines.append(
+            f"  {r['as_of']}: {r['status']}"
+            + (f" challenger v{r.get('challenger_version')} (trained on {len(r.get('train_as_of') or [])} months, "
+               f"OOT {r.get('oot_as_of')}): AUC champion {f(ch.get('auc'))} -> challenger {f(cl.get('auc'))}"
+               if r.get("challenger_version") else "")
+            + f"; champion v{r.get('champion_before')} -> v{r.get('champion_after')}"
+            if r.get("status") not in ("cooldown",) else f"  {r['as_of']}: alarm during cooldown"
+        )
+        for reason in r.get("reasons", [])[:4]:
+            lines.append(f"      - {reason}")
+    lines.append("")
+    h = summary["headline"]
+    lines.append("HEADLINE: wrongful post-repayment downgrades per 10k good repayers")
+    lines.append(f"  with the retraining loop:    {f(h['with_loop']['per_10k_good_repayers'], '.1f')} "
+                 f"({h['with_loop']['wrongful_post_repayment_downgrades']} of {h['with_loop']['good_repayer_months']} good-repayer months)")
+    if "without_loop" in h:
+        lines.append(f"  without it (models frozen): {f(h['without_loop']['per_10k_good_repayers'], '.1f')} "
+                     f"({h['without_loop']['wrongful_post_repayment_downgrades']} of {h['without_loop']['good_repayer_months']})")
+    lines.append(f"  good repayer: {summary['good_repayer_definition']}")
+    lines.append("")
+    lines.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["timings_seconds"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def cycle_settings(
+    *, monitor: dict, model: dict, gates: dict, scoring: dict, seed: int, num_threads: int,
+    baseline_arm: bool | None = None,
+) -> CycleSettings:
+    """CycleSettings from plain config sections (dicts from `model_dump()`)."""
+    return CycleSettings(
+        monitor=MonitorSettings.from_mapping(monitor),
+        model=model,
+        gates=gates,
+        retrain_window_months=monitor.get("retrain_window_months", 6),
+        retrain_cooldown_months=monitor.get("retrain_cooldown_months", 3),
+        auto_promote=monitor.get("auto_promote", True),
+        bootstrap_months=monitor.get("bootstrap_months", 6),
+        html_report=monitor.get("html_report", "alarm"),
+        baseline_arm=monitor.get("baseline_arm", True) if baseline_arm is None else baseline_arm,
+        policy_file=scoring.get("policy_file"),
+        calendar=scoring.get("calendar"),
+        max_source_age_days=scoring.get("max_source_age_days"),
+        seed=seed,
+        num_threads=num_threads,
+    )
+
+
+def demo_period(world_start: str, months: int, bootstrap_months: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The cycle period for a simulated world: after the bootstrap months (plus the world's
+    first month, when few users exist yet), to the last full month.
+
+    >>> [f"{d:%Y-%m-%d}" for d in demo_period("2024-01-01", 24, 6)]
+    ['2024-09-30', '2025-12-31']
+    """
+    s = pd.Timestamp(world_start)
+    first = s + pd.offsets.MonthEnd(bootstrap_months + 3)
+    last = s + pd.offsets.MonthEnd(months)
+    if first > last:
+        raise ValueError(
+            f"a {months}-month world is too short for {bootstrap_months} bootstrap months and a cycle; "
+            f"simulate at least {bootstrap_months + 4} months"
+        )
+    return first, last
