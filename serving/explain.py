@@ -289,7 +289,13 @@ def explain_downgrades(
     limit marks a sync incident, during which a newly overdue installment at most `sync_max_dpd`
     days past due is treated as possibly not synced.
     """
-    from serving.policy import adverse_cutoff_logodds, decide_lines, required_columns, stale_mask
+    from serving.policy import (
+        adverse_cutoff_logodds,
+        decide_lines,
+        previous_bands,
+        required_columns,
+        stale_mask,
+    )
 
     fm, rs = _meta() if features_meta is None or reasons is None else (features_meta, reasons)
     fm = features_meta or fm
@@ -375,6 +381,9 @@ def explain_downgrades(
 
     # --- 2. Line-space Shapley over factors, by enumerating every old/new mix.
     prev_line = _num(down, "prev_line_cny")
+    # The band the recorded new decision compared against (scoring passes the previous
+    # decision's band): every mix carries it, so the all-new mix reproduces the decision.
+    prev_band = previous_bands(old_dec.reset_index(), policy_new).to_numpy()
     pin_old = pin_policy(policy_old, prev_as_of)
     pin_new = pin_policy(policy_new, as_of)
     data_keys = DATA_FACTORS
@@ -457,6 +466,10 @@ def explain_downgrades(
             {
                 "user_id": ids,
                 "prev_line_cny": prev_line,
+                # (a band id the mixed-in policy lacks counts as unknown)
+                "prev_band": np.where(
+                    np.isin(prev_band, [b.id for b in pol.bands]), prev_band, None
+                ),
                 "credit_margin": credit,
                 "pd": 1.0 / (1.0 + np.exp(-credit)),
                 "fraud_p": 1.0 / (1.0 + np.exp(-fraud)),

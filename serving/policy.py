@@ -9,6 +9,9 @@ PD band alone asks for an adverse action (lower/close).
 Order in which rules act on a user (later steps see the earlier result):
 
 1. PD band (cut-offs shifted by the active risk appetite) -> band action and line multiplier.
+   With the user's previous band known (`prev_band`), a line moves when the risk moves: a
+   `lower` band cuts only a user who moved into a worse band, a `raise` band raises only a user
+   who moved into a better one; otherwise the band action is keep (line unchanged).
 2. Risk appetite `allow_raise = false` -> a raise becomes keep.  Product max (LINE-MAX).
 3. Regulation caps (multi-lender count, debt-to-income): line capped, never raised.
 4. Rounding down to `step_cny`; a lowered line under `min_line_cny` closes (LINE-MIN).
@@ -358,6 +361,50 @@ def _join_rules(fired: list[tuple[str, np.ndarray]], index: pd.Index) -> pd.Seri
     )
 
 
+def previous_bands(prev_decisions: pd.DataFrame, policy: Policy) -> pd.Series:
+    """`prev_band` per user (index: user_id as str) from a previous decisions record.
+
+    The previous decision's `pd_band`, except where that decision was deferred (its adverse
+    action was held back on stale data and must still go ahead once the data is current) or
+    where the band id is not one of `policy`'s bands (a renamed band): there the previous band
+    is unknown (None) and `decide_lines` applies the band action as on a first decision.
+    Scoring and the explanation engine both use this, so a re-run reproduces the decision.
+    """
+    ids = pd.Index(prev_decisions["user_id"].astype(str))
+    if "pd_band" not in prev_decisions.columns:
+        return pd.Series([None] * len(ids), index=ids, dtype=object)
+    band = prev_decisions["pd_band"].astype(object).to_numpy()
+    ok = np.isin(band, [b.id for b in policy.bands])
+    if "action" in prev_decisions.columns:
+        ok &= prev_decisions["action"].astype(str).to_numpy() != "defer"
+    return pd.Series(np.where(ok, band, None), index=ids, dtype=object)
+
+
+def _prev_band_index(scored: pd.DataFrame, policy: Policy) -> np.ndarray:
+    """Index of each row's `prev_band` in the policy's bands; -1 where unknown (NaN/None/"")."""
+    n = len(scored)
+    if "prev_band" not in scored.columns:
+        return np.full(n, -1, dtype=np.int64)
+    raw = scored["prev_band"].astype(object).to_numpy()
+    known = ~pd.isna(raw)
+    known[known] = raw[known].astype(str) != ""
+    lookup = {b.id: i for i, b in enumerate(policy.bands)}
+    idx = np.full(n, -1, dtype=np.int64)
+    if known.any():
+        vals = raw[known].astype(str)
+        bad = ~np.isin(vals, list(lookup))
+        if bad.any():
+            rows_bad = np.flatnonzero(known)[bad]
+            raise ValueError(
+                f"decide_lines: column prev_band has {int(bad.sum())} row(s) with a band id not in "
+                f"policy {policy.version} (bands {list(lookup)}); first: user "
+                f"{scored['user_id'].iloc[rows_bad[0]]} prev_band={vals[bad][0]!r}. "
+                "Pass NaN/None for an unknown previous band."
+            )
+        idx[known] = [lookup[v] for v in vals]
+    return idx
+
+
 def decide_lines(
     scored: pd.DataFrame,
     policy: Policy,
@@ -369,7 +416,16 @@ def decide_lines(
     `scored` needs user_id, prev_line_cny, pd, fraud_p (credit_margin optional: log-odds of pd),
     the fresh_ columns and the ctx_ columns of the regulations active on `as_of`
     (`required_columns`). NaN in a ctx_ column means the rule cannot fire for that user (no
-    bureau record, no DTI estimate, no KYC date). `max_age_days` overrides the policy's
+    bureau record, no DTI estimate, no KYC date).
+
+    Optional `prev_band`: the band id of the user's previous decision (`previous_bands`);
+    NaN/None/"" = unknown (a first decision). When known, a `lower` band applies its multiplier
+    only if it is worse (later in the policy file) than `prev_band`, a `raise` band only if it is
+    better (earlier); otherwise the band action is keep and the line stays `prev_line_cny`, so a
+    user who stays in a band is not cut (or raised) again each run. `close` and `keep` bands act
+    as always, and the band id still fires in `rules_fired`. A risk-appetite shift that moves a
+    user into a worse band still lowers. Unknown `prev_band` (or no column): the band action
+    always applies, as before. `max_age_days` overrides the policy's
     per-source staleness limits. The input frame is not changed; the result keeps its index.
     Text columns (action, rules_fired, ...) are categoricals: a million users share a few
     dozen distinct values.
@@ -392,12 +448,19 @@ def decide_lines(
     band_idx = np.searchsorted(edges, margin, side="left")
     band_act = np.array([ACTIONS.index(b.action) for b in policy.bands], dtype=np.int8)[band_idx]
     mult = np.array([b.multiplier for b in policy.bands])[band_idx]
+    # A line moves when the risk moves: no repeated cut (or raise) for staying in a band.
+    prev_idx = _prev_band_index(scored, policy)
+    held = (prev_idx >= 0) & (
+        ((band_act == LOWER) & (band_idx <= prev_idx))
+        | ((band_act == RAISE) & (band_idx >= prev_idx))
+    )
+    band_act = np.where(held, KEEP, band_act).astype(np.int8)
     app = active_appetite(policy, as_of)
     line_mult = float(app.params.get("line_multiplier", 1.0)) if app else 1.0
     mult = mult * line_mult  # the line matrix scaled by the risk appetite
     for i, b in enumerate(policy.bands):
         fired.append((b.id, band_idx == i))
-    target = prev * mult
+    target = np.where(held, prev, prev * mult)
 
     # 2. Risk appetite: fires where it moved the band, scaled the line or blocked a raise.
     if app is not None:
@@ -409,7 +472,7 @@ def decide_lines(
         if not bool(app.params.get("allow_raise", True)):
             blocked = band_act == RAISE
             target = np.where(blocked, prev, target)
-        scaled = (line_mult != 1.0) & (mult > 0) & (prev > 0)
+        scaled = (line_mult != 1.0) & (mult > 0) & (prev > 0) & ~held
         fired.append((app.id, moved | blocked | scaled))
     over_max = (target > policy.max_line_cny) & (target > prev)
     target = np.where(over_max, np.maximum(policy.max_line_cny, prev), target)

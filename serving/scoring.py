@@ -44,14 +44,14 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from features.tables import file_digest, write_json, write_text
-from serving.policy import ACTIONS, Policy, decide_lines, required_columns
+from serving.policy import ACTIONS, Policy, decide_lines, previous_bands, required_columns
 
 log = logging.getLogger(__name__)
 
 # Test hook: seconds to sleep after each chunk, so a test can kill a run part-way.
 SLOW_CHUNK_ENV = "CREDITLINE_TEST_SLOW_CHUNK_S"
 # Bump when the decision layout or logic changes, so old work folders are not resumed.
-SCORING_FORMAT = "1"
+SCORING_FORMAT = "2"  # 2: prev_band from the previous decisions (no repeated band cuts)
 
 DECISION_SCHEMA = pa.schema(
     [
@@ -226,8 +226,14 @@ def _check_keys(files: list[Path], as_of: pd.Timestamp | None) -> tuple[pd.Times
     return dates[0], n
 
 
-def _previous_lines(out_dir: Path, as_of: pd.Timestamp) -> tuple[pd.Series | None, Path | None]:
-    """new_line_cny by user from the latest earlier as-of's decisions under out_dir, if any."""
+def _previous_lines(
+    out_dir: Path, as_of: pd.Timestamp, policy: Policy
+) -> tuple[pd.DataFrame | None, Path | None]:
+    """new_line_cny and prev_band by user from the latest earlier as-of's decisions, if any.
+
+    prev_band is that decision's pd_band (`serving.policy.previous_bands`: unknown where it
+    was deferred), so a user who stays in a band keeps the line instead of a repeated cut.
+    """
     found = []
     for d in out_dir.glob("as_of=*"):
         m = re.fullmatch(r"as_of=(\d{4}-\d{2}-\d{2})", d.name)
@@ -236,9 +242,16 @@ def _previous_lines(out_dir: Path, as_of: pd.Timestamp) -> tuple[pd.Series | Non
     if not found:
         return None, None
     path = max(found)[1]
-    prev = pq.read_table(path, columns=["user_id", "new_line_cny"]).to_pandas()
-    return pd.Series(
-        prev["new_line_cny"].to_numpy(np.float64), index=pd.Index(prev["user_id"].astype(str))
+    have = set(pq.read_schema(path).names)
+    cols = ["user_id", "new_line_cny", *(c for c in ("action", "pd_band") if c in have)]
+    prev = pq.read_table(path, columns=cols).to_pandas()
+    bands = previous_bands(prev, policy)
+    return pd.DataFrame(
+        {
+            "new_line_cny": prev["new_line_cny"].to_numpy(np.float64),
+            "prev_band": bands.to_numpy(),
+        },
+        index=bands.index,
     ), path
 
 
@@ -280,7 +293,7 @@ def _score_chunk(
     models: Mapping[str, Any],
     policy: Policy,
     as_of: pd.Timestamp,
-    prev_lines: pd.Series | None,
+    prev_lines: pd.DataFrame | None,
     context_columns: list[str],
     max_age_days: dict[str, float] | None,
     num_threads: int,
@@ -311,11 +324,14 @@ def _score_chunk(
         .to_pandas()
     )
     line = ctx["ctx_line_cny"].to_numpy(np.float64)
+    band = np.full(len(ctx), None, dtype=object)  # no previous decision: band unknown
     if prev_lines is not None:
         pos = prev_lines.index.get_indexer(ctx["user_id"].astype(str))
-        line = np.where(pos >= 0, prev_lines.to_numpy()[pos], line)
+        line = np.where(pos >= 0, prev_lines["new_line_cny"].to_numpy()[pos], line)
+        band = np.where(pos >= 0, prev_lines["prev_band"].to_numpy()[pos], band)
     scored = ctx.assign(
         prev_line_cny=line,
+        prev_band=band,
         credit_margin=margins["credit"],
         pd=1.0 / (1.0 + np.exp(-margins["credit"])),
         fraud_p=1.0 / (1.0 + np.exp(-margins["fraud"])),
@@ -465,7 +481,7 @@ def score_batch(
     all_features = list(dict.fromkeys(model_features["credit"] + model_features["fraud"]))
     _check_infinite_stats(files, [c for c in all_features if c not in encoded])
     as_of_ts, rows = _check_keys(files, requested)
-    prev_lines, prev_path = _previous_lines(out_dir, as_of_ts)
+    prev_lines, prev_path = _previous_lines(out_dir, as_of_ts, policy)
     digest = file_digest(features_path)
     timings["validate_s"] = time.perf_counter() - t_start
 
