@@ -17,6 +17,7 @@ from serving.policy import (
     band_cutoffs_logodds,
     decide_lines,
     load_policy,
+    previous_bands,
 )
 
 AS_OF = pd.Timestamp("2026-10-31")
@@ -316,3 +317,93 @@ def test_simulator_calendar_spellings():
     # in August only the regulation is active: the DTI user is capped, the keep user kept
     aug = decide_lines(df, policy, "2026-08-31")
     assert aug["action"].tolist() == ["lower", "lower", "keep", "raise"]
+
+
+# --- prev_band: a line moves when the risk moves (no repeated cut or raise for staying in a band)
+
+
+def test_same_lowering_band_keeps_and_a_worse_band_lowers(policy):
+    df = rows(
+        {"pd": 0.10, "prev_band": "PD3"},  # stays in PD3: keep 10000 (was a cut to 7000)
+        {"pd": 0.20, "prev_band": "PD4"},  # stays in PD4: keep
+        {"pd": 0.20, "prev_band": "PD3"},  # PD3 -> PD4, worse: 4000 lower
+        {"pd": 0.10, "prev_band": "PD2"},  # PD2 -> PD3, worse: 7000 lower
+        {"pd": 0.10, "prev_band": "PD4"},  # PD4 -> PD3, better but a lower band: keep
+        {"pd": 0.50, "prev_band": "PD5"},  # close bands always close
+        {"pd": 0.04, "prev_band": "PD1"},  # keep band: keep
+    )
+    out = decide_lines(df, policy, AS_OF)
+    assert out["action"].tolist() == ["keep", "keep", "lower", "lower", "keep", "close", "keep"]
+    assert out["new_line_cny"].tolist() == [10000.0, 10000.0, 4000.0, 7000.0, 10000.0, 0.0, 10000.0]
+    # the band still fires and is recorded
+    assert out["pd_band"].tolist() == ["PD3", "PD4", "PD4", "PD3", "PD3", "PD5", "PD2"]
+    assert [r.split(";")[0] for r in out["rules_fired"].astype(str)] == out["pd_band"].tolist()
+
+
+def test_raise_band_raises_only_on_improvement(policy):
+    df = rows(
+        {"pd": 0.01, "prev_band": "PD2"},  # PD2 -> PD1, better: 12000 raise
+        {"pd": 0.01, "prev_band": "PD3"},  # PD3 -> PD1: raise
+        {"pd": 0.01, "prev_band": "PD1"},  # stays in PD1: keep (was a compounding raise)
+    )
+    out = decide_lines(df, policy, AS_OF)
+    assert out["action"].tolist() == ["raise", "raise", "keep"]
+    assert out["new_line_cny"].tolist() == [12000.0, 12000.0, 10000.0]
+
+
+def test_unknown_prev_band_decides_as_without_it(policy):
+    specs = [{"pd": p} for p in (0.01, 0.04, 0.10, 0.20, 0.50)] + [
+        {"pd": 0.10, "ctx_dti_ratio": 1.2},
+        {"pd": 0.10, "fresh_stale": 1.0},
+    ]
+    base = decide_lines(rows(*specs), policy, AS_OF)
+    for unknown in (NAN, None, ""):
+        df = rows(*specs).assign(prev_band=[unknown] * len(specs))
+        pd.testing.assert_frame_equal(decide_lines(df, policy, AS_OF), base)
+    # a categorical column (as read back from parquet) with missing values works too
+    cat = rows(*specs).assign(prev_band=pd.Categorical([None] * len(specs), categories=["PD3"]))
+    pd.testing.assert_frame_equal(decide_lines(cat, policy, AS_OF), base)
+    assert base["action"].tolist()[:5] == ["raise", "keep", "lower", "lower", "close"]
+
+
+def test_same_band_still_capped_by_dti_and_deferred_when_stale(policy):
+    # Staying in PD3 no longer cuts, but a regulation cap still does (a continuing downgrade).
+    df = rows(
+        {"pd": 0.10, "prev_band": "PD3", "ctx_dti_ratio": 1.2},  # 10000*0.6/1.2 = 5000
+        {"pd": 0.20, "prev_band": "PD3", "fresh_stale": 1.0},  # worse band on stale data: defer
+        {"pd": 0.10, "prev_band": "PD3", "fresh_stale": 1.0},  # same band, stale: plain keep
+    )
+    out = decide_lines(df, policy, AS_OF)
+    assert out["action"].tolist() == ["lower", "defer", "keep"]
+    assert out["new_line_cny"].tolist() == [5000.0, 10000.0, 10000.0]
+
+
+def test_appetite_shift_into_a_worse_band_still_lowers(tmp_path):
+    # pd 0.07 is PD2 normally; a -0.03 shift moves the PD2/PD3 edge to 0.05 -> PD3.
+    cal = [{"name": "risk_appetite", "start": "2026-10-01", "params": {"pd_cutoff_shift": -0.03}}]
+    pol = load_policy(calendar=cal)
+    out = decide_lines(rows({"pd": 0.07, "prev_band": "PD2"}), pol, AS_OF)
+    assert out["action"].tolist() == ["lower"] and out["pd_band"].tolist() == ["PD3"]
+    assert out["new_line_cny"].tolist() == [7000.0]
+    assert "APPETITE@2026-10-01" in str(out["rules_fired"].iloc[0])
+
+
+def test_unknown_band_id_is_an_error(policy):
+    with pytest.raises(ValueError, match=r"prev_band.*u1.*PD9"):
+        decide_lines(rows({"prev_band": "PD2"}, {"prev_band": "PD9"}), policy, AS_OF)
+
+
+def test_previous_bands_forgets_a_deferred_band(policy):
+    prev = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d"],
+            "action": ["keep", "defer", "lower", "keep"],
+            "pd_band": pd.Categorical(["PD2", "PD3", "PD3", "OLD"]),
+        }
+    )
+    got = previous_bands(prev, policy)
+    assert got.index.tolist() == ["a", "b", "c", "d"]
+    assert got.tolist() == ["PD2", None, "PD3", None]
+    # a deferred PD2 -> PD3 cut goes ahead once the data is current
+    out = decide_lines(rows({"pd": 0.10, "prev_band": got["b"]}), policy, AS_OF)
+    assert out["action"].tolist() == ["lower"]

@@ -161,6 +161,65 @@ def test_previous_line_comes_from_previous_decisions(tmp_path, models, policy):
     np.testing.assert_array_equal(b.loc[new_users, "prev_line_cny"], ctx.loc[new_users])
 
 
+def test_second_month_in_the_same_band_keeps_the_line(tmp_path, models, policy):
+    # The same users with the same data two months running: same PD, same band. Month 2 passes
+    # month 1's pd_band as prev_band, so nobody is cut (or raised) again for staying in a band.
+    import dataclasses
+
+    from serving.policy import Band, decide_lines
+
+    out_dir = tmp_path / "decisions"
+    d1, d2 = pd.Timestamp("2026-09-30"), pd.Timestamp("2026-10-31")
+    df = make_features(300, seed=6, as_of=d1).assign(
+        fresh_stale=0.0,
+        fresh_sync_lag_flag=0.0,
+        fresh_bureau_accounts_age_days=5.0,
+        fresh_installments_age_days=0.5,
+    )
+    # Band edges at PD quintiles of these users, so every band has people in it.
+    q = np.quantile(models["credit"].predict_proba(df), [0.2, 0.4, 0.6, 0.8])
+    spread = dataclasses.replace(
+        policy,
+        bands=(
+            Band("PD1", float(q[0]), "raise", 1.2),
+            Band("PD2", float(q[1]), "keep", 1.0),
+            Band("PD3", float(q[2]), "lower", 0.7),
+            Band("PD4", float(q[3]), "lower", 0.4),
+            Band("PD5", 1.0, "close", 0.0),
+        ),
+    )
+    first = run(write_table(df, tmp_path, d1), models, spread, out_dir, as_of=d1)
+    second = run(write_table(df.assign(as_of=d2), tmp_path, d2), models, spread, out_dir, as_of=d2)
+    a = pd.read_parquet(first.decisions_path).set_index("user_id")
+    b = pd.read_parquet(second.decisions_path).set_index("user_id")
+    assert (b["pd_band"].astype(str) == a["pd_band"].astype(str)).all()
+    # What month 2 would have been without prev_band: the old repeated cuts and raises.
+    scored = df.assign(
+        prev_line_cny=a["new_line_cny"].to_numpy(),
+        credit_margin=b["credit_margin"].to_numpy(),
+        pd=b["pd"].to_numpy(),
+        fraud_p=b["fraud_p"].to_numpy(),
+    )
+    old_way = decide_lines(scored, spread, d2).set_index("user_id")
+    band_only = b["rules_fired"].astype(str) == b["pd_band"].astype(str)  # no other rule fired
+    moving_band = b["pd_band"].astype(str).isin(["PD1", "PD3", "PD4"])
+    repeated = band_only & moving_band & old_way["action"].astype(str).isin(["lower", "raise"])
+    assert repeated.sum() >= 20  # the test can see the bug
+    assert (b.loc[repeated, "action"].astype(str) == "keep").all()
+    np.testing.assert_array_equal(
+        b.loc[repeated, "new_line_cny"], a.loc[repeated.index[repeated], "new_line_cny"]
+    )
+    assert not b["action"].astype(str).isin(["lower", "raise"])[band_only].any()
+    # and month 2 is exactly decide_lines with the recorded month-1 band as prev_band
+    with_band = decide_lines(
+        scored.assign(prev_band=a["pd_band"].astype(str).to_numpy()), spread, d2
+    )
+    np.testing.assert_array_equal(
+        b["new_line_cny"].to_numpy(), with_band["new_line_cny"].to_numpy()
+    )
+    assert b["action"].astype(str).tolist() == with_band["action"].astype(str).tolist()
+
+
 def test_nan_rows_score_like_lightgbm_missing(tmp_path, models, policy):
     df = make_features(50, seed=5)
     all_feats = [c for c in df.columns if c in set(CREDIT_FEATURES) | set(models["fraud"].features)]
