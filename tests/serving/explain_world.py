@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.metadata import FEATURES, model_features
-from serving.policy import decide_lines
+from serving.policy import decide_lines, previous_bands
 
 AS_OF_OLD = pd.Timestamp("2026-05-31")
 AS_OF_NEW = pd.Timestamp("2026-06-30")
@@ -120,10 +120,20 @@ def margin(model: Model, x: pd.DataFrame) -> np.ndarray:
     )
 
 
-def decide(x: pd.DataFrame, credit: Model, fraud: Model, policy, as_of, prev_line) -> pd.DataFrame:
-    """What batch scoring writes, for these models and this policy."""
+def decide(
+    x: pd.DataFrame, credit: Model, fraud: Model, policy, as_of, prev_line, prev_decisions=None
+) -> pd.DataFrame:
+    """What batch scoring writes, for these models and this policy.
+
+    `prev_decisions`: the previous decisions, whose bands are passed as `prev_band` (as scoring does).
+    """
     cm, fm = margin(credit, x), margin(fraud, x)
+    prev_band = None
+    if prev_decisions is not None:
+        bands = previous_bands(prev_decisions, policy)
+        prev_band = bands.reindex(x["user_id"].astype(str)).to_numpy()
     scored = x.assign(
+        prev_band=prev_band,
         prev_line_cny=prev_line,
         credit_margin=cm,
         pd=1 / (1 + np.exp(-cm)),

@@ -62,6 +62,7 @@ def _run(world, i, changes=None, credit_new=None, policy_new=None):
         policy_new,
         AS_OF_NEW,
         world["dec_old"]["new_line_cny"].to_numpy(),
+        world["dec_old"],
     )
     uid = old["user_id"].iat[i]
     assert uid in set(select_downgrades(dec_new, world["dec_old"])["user_id"]), dec_new.iloc[i][
@@ -213,6 +214,7 @@ def test_unchanged_world_has_no_downgrades(world):
         world["policy"],
         AS_OF_NEW,
         world["dec_old"]["new_line_cny"].to_numpy(),
+        world["dec_old"],
     )
     res = explain_downgrades(
         dec_new,

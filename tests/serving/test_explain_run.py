@@ -27,7 +27,7 @@ def _world(root):
     policy = load_policy()
     d_old = decide(old, m["credit"], m["fraud"], policy, AS_OF_OLD, old["ctx_line_cny"].to_numpy())
     d_new = decide(
-        new, m["credit"], m["fraud"], policy, AS_OF_NEW, d_old["new_line_cny"].to_numpy()
+        new, m["credit"], m["fraud"], policy, AS_OF_NEW, d_old["new_line_cny"].to_numpy(), d_old
     )
     for day, feats, dec in ((AS_OF_OLD, old, d_old), (AS_OF_NEW, new, d_new)):
         write_parquet(feats, root / "features" / f"as_of={day.date()}" / "features.parquet")
