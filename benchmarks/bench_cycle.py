@@ -18,11 +18,10 @@ GOAL_SECONDS = 15 * 60
 
 
 def run_once(users: int, months: int, seed: int, folder: Path) -> dict[str, float]:
-    from features.simulator import simulate_world
-    from training.tracking import tracking_uri
-
     from features.config import Config
+    from features.simulator import simulate_world
     from serving.cycle import cycle_settings, demo_period, run_cycle
+    from training.tracking import tracking_uri
 
     cfg = Config()
     t0 = time.perf_counter()

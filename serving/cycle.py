@@ -553,12 +553,12 @@ def format_summary(summary: dict) -> str:
         r = m["loop"]
         lines.append(
             f"{m['as_of']}  v{m['credit_model_version']:<5} {r['users']:>6}  {f(r['mean_pd'])}  "
-            f"{f(m.get('default_rate'))}{'*' if m.get('default_window_months_observed') else ' '} "
+            f"{f(m.get('default_rate'))}{'*' if m.get('default_window_months_observed') is not None else ' '} "
             f"{f(m.get('fraud_rate'))}  {r['downgrades']:>10}  "
             f"{r['wrongful_post_repayment_downgrades']:>6}/{r['good_repayers']:<7}  "
             f"{'YES' if m['drift_alarm'] else '-':>5}  {m['retrain'] or '-'}"
         )
-    if any(m.get("default_window_months_observed") for m in summary["per_month"]):
+    if any(m.get("default_window_months_observed") is not None for m in summary["per_month"]):
         lines.append("* default window cut by the end of the data: a lower bound")
     lines.append("")
     lines.append("downgrades by cause (with the loop):")

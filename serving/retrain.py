@@ -185,12 +185,11 @@ def retrain(
     Every step goes to one MLflow run (experiment `creditline-retraining`) and, when
     `decision_log_dir` is given, to `decision_log_dir/model_ops/as_of=D.parquet`.
     """
+    from serving.monitor import available_as_ofs, decisions_path, feature_table_path
     from training.promote import promote
     from training.registry import CHAMPION, current_version, load_model
     from training.tracking import open_client
     from training.train import train_on_feature_tables
-
-    from serving.monitor import available_as_ofs, decisions_path, feature_table_path
 
     as_of = pd.Timestamp(as_of)
     matured = matured_as_ofs(available_as_ofs(features_dir), as_of, horizon_months, margin_days)

@@ -32,7 +32,8 @@ from training.splits import labelled_rows, read_snapshots, split_by_user
 log = logging.getLogger(__name__)
 
 NOT_INPUT_PREFIXES = ("ctx_", "fresh_", "label_")
-GATE_SAMPLE_ROWS = 100_000  # OOT rows kept with the run so `promote` can rescore the champion
+GATE_SAMPLE_ROWS = 100_000
+LR_BASELINE_ROWS = 200_000  # the logistic-regression yardstick learns from at most this many rows  # OOT rows kept with the run so `promote` can rescore the champion
 
 
 @dataclass(frozen=True)
@@ -275,10 +276,9 @@ def train_and_register(
     )
 
     cols = list(features) + [label]
-    enc = {
-        part: apply_encoding(f[cols], encoding)
-        for part, f in (("train", train), ("valid", valid), ("oot", oot))
-    }
+    frames = (("train", train), ("valid", valid), ("oot", oot))
+    # no text columns (the feature-table path): use the frames as they are, no copies
+    enc = {part: apply_encoding(f[cols], encoding) if encoding else f for part, f in frames}
     params = base_params(
         learning_rate=settings["learning_rate"],
         num_leaves=settings["num_leaves"],
@@ -314,6 +314,8 @@ def train_and_register(
     model = fr.model
     # the baseline learns from the same rows as the model: train, plus valid under cross-validation
     lr_rows = enc["train"] if fr.scheme == "holdout" else pd.concat([enc["train"], enc["valid"]])
+    if len(lr_rows) > LR_BASELINE_ROWS:  # a 100-coefficient LR is settled long before 1M rows
+        lr_rows = lr_rows.sample(n=LR_BASELINE_ROWS, random_state=seed)
     lr = fit_logistic_baseline(lr_rows, features, label)
 
     metrics: dict[str, float] = {}

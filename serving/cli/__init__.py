@@ -30,6 +30,8 @@ def _root(
     )
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # MLflow's per-download progress bars would bury the job's own progress in batch logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _register() -> None:

@@ -34,9 +34,8 @@ def cycle(
 
     Example: creditline cycle --from 2024-10-01 --to 2025-12-31
     """
-    from training.tracking import tracking_uri
-
     from serving.cycle import cycle_settings, run_cycle
+    from training.tracking import tracking_uri
 
     cfg = config_or_exit(config)
     p = cfg.paths

@@ -42,9 +42,8 @@ def demo(
     typer.echo(format_summary(summary))
     if not cycle:
         return
-    from training.tracking import tracking_uri
-
     from serving.cycle import cycle_settings, demo_period, run_cycle
+    from training.tracking import tracking_uri
 
     p = cfg.paths
     raw = Path(summary["raw_dir"])

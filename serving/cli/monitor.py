@@ -37,9 +37,8 @@ def monitor(
 
     Example: creditline monitor --as-of 2025-06-30
     """
-    from training.tracking import tracking_uri
-
     from serving.monitor import MonitorSettings, run_monitor
+    from training.tracking import tracking_uri
 
     cfg = config_or_exit(config)
     uri = tracking_uri(cfg.paths.mlruns)

@@ -44,11 +44,16 @@ def test_unknown_scenario_is_a_clear_error(tmp_path):
     assert "unknown" in res.output and "macro_shock" in res.output
 
 
-def test_demo_simulates_with_every_scenario(tmp_path, monkeypatch):
+def test_demo_simulates_with_every_scenario_and_refuses_a_world_too_short_for_the_loop(
+    tmp_path, monkeypatch
+):
+    # The loop itself is tested in test_loop_worlds; here: the world is simulated with every
+    # scenario on, and a world too short for bootstrap + cycle is a clear error, not a crash.
     _register()
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["demo", "--users", "200", "--months", "6"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2
+    assert "too short" in res.output and "at least" in res.output
     assert (
         len(json.loads((tmp_path / "data" / "raw" / "manifest.json").read_text())["scenarios"]) == 5
     )
