@@ -293,6 +293,7 @@ def explain_downgrades(
         adverse_cutoff_logodds,
         decide_lines,
         previous_bands,
+        previous_rules,
         required_columns,
         stale_mask,
     )
@@ -384,6 +385,7 @@ def explain_downgrades(
     # The band the recorded new decision compared against (scoring passes the previous
     # decision's band): every mix carries it, so the all-new mix reproduces the decision.
     prev_band = previous_bands(old_dec.reset_index(), policy_new).to_numpy()
+    prev_rules = previous_rules(old_dec.reset_index()).to_numpy()
     pin_old = pin_policy(policy_old, prev_as_of)
     pin_new = pin_policy(policy_new, as_of)
     data_keys = DATA_FACTORS
@@ -470,6 +472,7 @@ def explain_downgrades(
                 "prev_band": np.where(
                     np.isin(prev_band, [b.id for b in pol.bands]), prev_band, None
                 ),
+                "prev_rules": prev_rules,
                 "credit_margin": credit,
                 "pd": 1.0 / (1.0 + np.exp(-credit)),
                 "fraud_p": 1.0 / (1.0 + np.exp(-fraud)),

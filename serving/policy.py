@@ -380,6 +380,31 @@ def previous_bands(prev_decisions: pd.DataFrame, policy: Policy) -> pd.Series:
     return pd.Series(np.where(ok, band, None), index=ids, dtype=object)
 
 
+def previous_rules(prev_decisions: pd.DataFrame) -> pd.Series:
+    """`prev_rules` per user (index: user_id as str): the previous decision's `rules_fired`.
+
+    None where unknown or where that decision was deferred (its adverse action was held back
+    on stale data and must still go ahead). `decide_lines` uses it so that a cap that already
+    bound at the previous decision holds the line rather than cutting it again every run.
+    """
+    ids = pd.Index(prev_decisions["user_id"].astype(str))
+    if "rules_fired" not in prev_decisions.columns:
+        return pd.Series([None] * len(ids), index=ids, dtype=object)
+    rules = prev_decisions["rules_fired"].astype(object).to_numpy()
+    ok = ~pd.isna(rules)
+    if "action" in prev_decisions.columns:
+        ok &= prev_decisions["action"].astype(str).to_numpy() != "defer"
+    return pd.Series(np.where(ok, rules, None), index=ids, dtype=object)
+
+
+def _fired_before(scored: pd.DataFrame, rule_id: str) -> np.ndarray:
+    """True where the row's `prev_rules` lists `rule_id` (False when unknown or no column)."""
+    if "prev_rules" not in scored.columns:
+        return np.zeros(len(scored), dtype=bool)
+    text = pd.Series(scored["prev_rules"].astype(object).to_numpy(), dtype=object).fillna("")
+    return (";" + text.astype(str) + ";").str.contains(";" + rule_id + ";", regex=False).to_numpy()
+
+
 def _prev_band_index(scored: pd.DataFrame, policy: Policy) -> np.ndarray:
     """Index of each row's `prev_band` in the policy's bands; -1 where unknown (NaN/None/"")."""
     n = len(scored)
@@ -422,10 +447,14 @@ def decide_lines(
     NaN/None/"" = unknown (a first decision). When known, a `lower` band applies its multiplier
     only if it is worse (later in the policy file) than `prev_band`, a `raise` band only if it is
     better (earlier); otherwise the band action is keep and the line stays `prev_line_cny`, so a
-    user who stays in a band is not cut (or raised) again each run. `close` and `keep` bands act
-    as always, and the band id still fires in `rules_fired`. A risk-appetite shift that moves a
+    user who stays in a band is not cut (or raised) again each run. A `keep` band keeps the line
+    of a user whose previous band is known, so the risk appetite's `line_multiplier` (which
+    scales band multipliers) tightens lines that move, never the same user again every run.
+    `close` bands act as always, and the band id still fires in `rules_fired`. A risk-appetite shift that moves a
     user into a worse band still lowers. Unknown `prev_band` (or no column): the band action
-    always applies, as before. `max_age_days` overrides the policy's
+    always applies, as before. Optional `prev_rules` (`previous_rules`): the previous
+    decision's `rules_fired`; a debt-to-income cap that already bound then holds the line
+    instead of cutting it again. `max_age_days` overrides the policy's
     per-source staleness limits. The input frame is not changed; the result keeps its index.
     Text columns (action, rules_fired, ...) are categoricals: a million users share a few
     dozen distinct values.
@@ -450,9 +479,12 @@ def decide_lines(
     mult = np.array([b.multiplier for b in policy.bands])[band_idx]
     # A line moves when the risk moves: no repeated cut (or raise) for staying in a band.
     prev_idx = _prev_band_index(scored, policy)
+    # A keep band holds a known user's line too: otherwise a risk appetite's line multiplier
+    # (which scales the band multipliers) would cut every keep-band user again on every run.
     held = (prev_idx >= 0) & (
         ((band_act == LOWER) & (band_idx <= prev_idx))
         | ((band_act == RAISE) & (band_idx >= prev_idx))
+        | (band_act == KEEP)
     )
     band_act = np.where(held, KEEP, band_act).astype(np.int8)
     app = active_appetite(policy, as_of)
@@ -494,7 +526,12 @@ def decide_lines(
         with np.errstate(invalid="ignore", divide="ignore"):
             hit = dti > max_dti
             cap = np.where(hit, prev * max_dti / np.where(hit, dti, 1.0), np.inf)
-        target = np.where(hit, np.minimum(np.minimum(target, prev), cap), target)
+        # The cap scales the previous line and own debt does not fall with the line, so a cap
+        # that already bound at the previous decision holds the line (no raise, no new cut)
+        # instead of cutting the same user again every run.
+        held_cap = hit & _fired_before(scored, rule.id)
+        capped = np.minimum(np.minimum(target, prev), cap)
+        target = np.where(held_cap, np.minimum(target, prev), np.where(hit, capped, target))
         fired.append((rule.id, hit))
 
     # 4. Round changed lines down to the step; a small lowered line closes.

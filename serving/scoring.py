@@ -44,14 +44,21 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from features.tables import file_digest, write_json, write_text
-from serving.policy import ACTIONS, Policy, decide_lines, previous_bands, required_columns
+from serving.policy import (
+    ACTIONS,
+    Policy,
+    decide_lines,
+    previous_bands,
+    previous_rules,
+    required_columns,
+)
 
 log = logging.getLogger(__name__)
 
 # Test hook: seconds to sleep after each chunk, so a test can kill a run part-way.
 SLOW_CHUNK_ENV = "CREDITLINE_TEST_SLOW_CHUNK_S"
 # Bump when the decision layout or logic changes, so old work folders are not resumed.
-SCORING_FORMAT = "2"  # 2: prev_band from the previous decisions (no repeated band cuts)
+SCORING_FORMAT = "3"  # 2: prev_band (no repeated band cuts); 3: prev_rules (no repeated DTI cuts)
 
 DECISION_SCHEMA = pa.schema(
     [
@@ -243,13 +250,18 @@ def _previous_lines(
         return None, None
     path = max(found)[1]
     have = set(pq.read_schema(path).names)
-    cols = ["user_id", "new_line_cny", *(c for c in ("action", "pd_band") if c in have)]
+    cols = [
+        "user_id",
+        "new_line_cny",
+        *(c for c in ("action", "pd_band", "rules_fired") if c in have),
+    ]
     prev = pq.read_table(path, columns=cols).to_pandas()
     bands = previous_bands(prev, policy)
     return pd.DataFrame(
         {
             "new_line_cny": prev["new_line_cny"].to_numpy(np.float64),
             "prev_band": bands.to_numpy(),
+            "prev_rules": previous_rules(prev).to_numpy(),
         },
         index=bands.index,
     ), path
@@ -326,13 +338,16 @@ def _score_chunk(
     )
     line = ctx["ctx_line_cny"].to_numpy(np.float64)
     band = np.full(len(ctx), None, dtype=object)  # no previous decision: band unknown
+    rules = np.full(len(ctx), None, dtype=object)
     if prev_lines is not None:
         pos = prev_lines.index.get_indexer(ctx["user_id"].astype(str))
         line = np.where(pos >= 0, prev_lines["new_line_cny"].to_numpy()[pos], line)
         band = np.where(pos >= 0, prev_lines["prev_band"].to_numpy()[pos], band)
+        rules = np.where(pos >= 0, prev_lines["prev_rules"].to_numpy()[pos], rules)
     scored = ctx.assign(
         prev_line_cny=line,
         prev_band=band,
+        prev_rules=rules,
         credit_margin=margins["credit"],
         pd=1.0 / (1.0 + np.exp(-margins["credit"])),
         fraud_p=1.0 / (1.0 + np.exp(-margins["fraud"])),

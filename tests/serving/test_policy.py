@@ -18,6 +18,7 @@ from serving.policy import (
     decide_lines,
     load_policy,
     previous_bands,
+    previous_rules,
 )
 
 AS_OF = pd.Timestamp("2026-10-31")
@@ -407,3 +408,40 @@ def test_previous_bands_forgets_a_deferred_band(policy):
     # a deferred PD2 -> PD3 cut goes ahead once the data is current
     out = decide_lines(rows({"pd": 0.10, "prev_band": got["b"]}), policy, AS_OF)
     assert out["action"].tolist() == ["lower"]
+
+
+def test_appetite_line_multiplier_tightens_moving_lines_not_the_same_users_every_month():
+    # line_multiplier 0.9 from 2026-10-01. pd 0.04 is PD2 (keep, x1.0):
+    #   first decision (no prev_band): 10000 x 1.0 x 0.9 = 9000 -> lower;
+    #   staying in PD2 (prev_band PD2): the line is held at 10000, not cut again each month;
+    #   moving PD2 -> PD3 (pd 0.10): 10000 x 0.7 x 0.9 = 6300 -> lower, tighter than 7000.
+    cal = [{"name": "risk_appetite", "start": "2026-10-01", "params": {"line_multiplier": 0.9}}]
+    pol = load_policy(calendar=cal)
+    out = decide_lines(
+        rows({}, {"prev_band": "PD2"}, {"pd": 0.10, "prev_band": "PD2"}), pol, AS_OF
+    )
+    assert out["action"].tolist() == ["lower", "keep", "lower"]
+    assert out["new_line_cny"].tolist() == [9000.0, 10000.0, 6300.0]
+
+
+def test_a_binding_dti_cap_cuts_once_then_holds_the_line(policy):
+    # REG-DTI caps at prev x 0.6 / dti. dti 0.8 -> 10000 x 0.6 / 0.8 = 7500 on the first run;
+    # when the previous decision already fired REG-DTI the line is held (no second cut, no
+    # raise); a previous defer (held-back cut) or unknown prev_rules cuts as before.
+    out = decide_lines(
+        rows(
+            {"ctx_dti_ratio": 0.8},
+            {"ctx_dti_ratio": 0.8, "prev_band": "PD2", "prev_rules": "PD2;REG-DTI"},
+            {"ctx_dti_ratio": 0.8, "prev_band": "PD2", "prev_rules": None},
+            {"ctx_dti_ratio": 0.8, "pd": 0.02, "prev_band": "PD2", "prev_rules": "PD2;REG-DTI"},
+        ),
+        policy,
+        AS_OF,
+    )
+    assert out["new_line_cny"].tolist() == [7500.0, 10000.0, 7500.0, 10000.0]
+    assert out["action"].tolist() == ["lower", "keep", "lower", "keep"]
+    assert all("REG-DTI" in str(r) for r in out["rules_fired"])
+    prev = pd.DataFrame(
+        {"user_id": ["a", "b"], "rules_fired": ["PD2;REG-DTI", "PD3"], "action": ["defer", "keep"]}
+    )
+    assert previous_rules(prev).tolist() == [None, "PD3"]

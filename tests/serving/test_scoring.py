@@ -210,9 +210,17 @@ def test_second_month_in_the_same_band_keeps_the_line(tmp_path, models, policy):
         b.loc[repeated, "new_line_cny"], a.loc[repeated.index[repeated], "new_line_cny"]
     )
     assert not b["action"].astype(str).isin(["lower", "raise"])[band_only].any()
-    # and month 2 is exactly decide_lines with the recorded month-1 band as prev_band
+    # and month 2 is exactly decide_lines with the recorded month-1 band as prev_band and
+    # month-1 rules as prev_rules (a DTI cap that bound in month 1 holds the line)
+    from serving.policy import previous_rules
+
     with_band = decide_lines(
-        scored.assign(prev_band=a["pd_band"].astype(str).to_numpy()), spread, d2
+        scored.assign(
+            prev_band=a["pd_band"].astype(str).to_numpy(),
+            prev_rules=previous_rules(a.reset_index()).to_numpy(),
+        ),
+        spread,
+        d2,
     )
     np.testing.assert_array_equal(
         b["new_line_cny"].to_numpy(), with_band["new_line_cny"].to_numpy()
