@@ -289,6 +289,17 @@ def _blocks(n: int, n_threads: int) -> list[tuple[int, int]]:
     return [(s, min(s + step, n)) for s in range(0, n, step)]
 
 
+def _run_blocks(run, n: int, n_threads: int) -> None:
+    """Call `run(bounds)` on each row block, on threads when there is more than one block
+    (the numba kernels release the GIL, so the blocks run in parallel)."""
+    blocks = _blocks(n, n_threads)
+    if len(blocks) > 1:
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            list(pool.map(run, blocks))
+    else:
+        run(blocks[0])
+
+
 def attribute(ct: CompiledTrees, x_new, x_old, n_threads: int = 1) -> np.ndarray:
     """Baseline Shapley values of f(x_new) - f(x_old) in raw margin, one row per pair.
 
@@ -326,13 +337,7 @@ def attribute(ct: CompiledTrees, x_new, x_old, n_threads: int = 1) -> np.ndarray
             out[s:e],
         )
 
-    blocks = _blocks(xn.shape[0], n_threads)
-    if len(blocks) > 1:
-        # The kernel releases the GIL, so threads run the blocks in parallel.
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            list(pool.map(run, blocks))
-    else:
-        run(blocks[0])
+    _run_blocks(run, xn.shape[0], n_threads)
     return out
 
 
@@ -358,10 +363,5 @@ def raw_margin(ct: CompiledTrees, x, n_threads: int = 1) -> np.ndarray:
             out[s:e],
         )
 
-    blocks = _blocks(xm.shape[0], n_threads)
-    if len(blocks) > 1:
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            list(pool.map(run, blocks))
-    else:
-        run(blocks[0])
+    _run_blocks(run, xm.shape[0], n_threads)
     return out
