@@ -361,6 +361,13 @@ def _join_rules(fired: list[tuple[str, np.ndarray]], index: pd.Index) -> pd.Seri
     )
 
 
+def _not_deferred(prev_decisions: pd.DataFrame) -> np.ndarray:
+    """False where the previous decision was a defer (its adverse action is still owed)."""
+    if "action" not in prev_decisions.columns:
+        return np.ones(len(prev_decisions), dtype=bool)
+    return prev_decisions["action"].astype(str).to_numpy() != "defer"
+
+
 def previous_bands(prev_decisions: pd.DataFrame, policy: Policy) -> pd.Series:
     """`prev_band` per user (index: user_id as str) from a previous decisions record.
 
@@ -374,9 +381,7 @@ def previous_bands(prev_decisions: pd.DataFrame, policy: Policy) -> pd.Series:
     if "pd_band" not in prev_decisions.columns:
         return pd.Series([None] * len(ids), index=ids, dtype=object)
     band = prev_decisions["pd_band"].astype(object).to_numpy()
-    ok = np.isin(band, [b.id for b in policy.bands])
-    if "action" in prev_decisions.columns:
-        ok &= prev_decisions["action"].astype(str).to_numpy() != "defer"
+    ok = np.isin(band, [b.id for b in policy.bands]) & _not_deferred(prev_decisions)
     return pd.Series(np.where(ok, band, None), index=ids, dtype=object)
 
 
@@ -391,9 +396,7 @@ def previous_rules(prev_decisions: pd.DataFrame) -> pd.Series:
     if "rules_fired" not in prev_decisions.columns:
         return pd.Series([None] * len(ids), index=ids, dtype=object)
     rules = prev_decisions["rules_fired"].astype(object).to_numpy()
-    ok = ~pd.isna(rules)
-    if "action" in prev_decisions.columns:
-        ok &= prev_decisions["action"].astype(str).to_numpy() != "defer"
+    ok = ~pd.isna(rules) & _not_deferred(prev_decisions)
     return pd.Series(np.where(ok, rules, None), index=ids, dtype=object)
 
 
