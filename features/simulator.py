@@ -69,7 +69,10 @@ BAIT_HAZARD = 0.005  # innocent phone + SIM change per user-month (false-positiv
 FEE_PER_MONTH = 0.0125  # flat monthly fee on the drawn amount (~15% simple APR)
 LENDER_POOL = 400
 IP_POOL = 20_000
-TRUTH_CAUSES = ("fraud", "behaviour", "bureau", "sync_delay", "macro")  # primary-cause priority
+# Primary-cause priority. Data not current comes first (a decision taken on stale data is a
+# system fault whatever else happened), then fraud, an expired identity document (a regulation
+# freeze), own behaviour, the bureau, the macro shock.
+TRUTH_CAUSES = ("sync_delay", "fraud", "kyc_expiry", "behaviour", "bureau", "macro")
 
 
 def _sigmoid(x):
@@ -606,6 +609,7 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         drew,
         fraud_month,
         obs,
+        kyc_expiry,
     )
     stats.update(balance_sum=bal_sum, line_sum=line_sum)
     return tables, truth_um, truth_out, stats
@@ -1107,6 +1111,7 @@ def _truth(
     drew,
     fraud_month,
     obs,
+    kyc_expiry,
 ):
     M = cal.months
     pay, bur = obs["pay"], obs["bur"]
@@ -1120,7 +1125,10 @@ def _truth(
         fr["stop_t"] < NEVER, cal.month_of(np.minimum(fr["stop_t"], cal.end - 1)), NEVER
     )
     behaviour &= np.arange(M)[None, :] <= stop_month[:, None] + 3
-    bureau = (bur["new_overdue"] > 0) | (bur["new_accounts"] >= 2) | (bur["inquiries"] >= 3)
+    # bureau: any new record the lender's bureau extract shows that month: an account newly
+    # overdue, a new account, an inquiry. Each is drawn from a rate that rises with risk (and
+    # jumps under distress and income shocks), so each is risk evidence the simulator planted.
+    bureau = (bur["new_overdue"] > 0) | (bur["new_accounts"] >= 1) | (bur["inquiries"] >= 1)
     # sync delay: a payment made this month that an as-of at the next month start cannot see yet
     sync = np.zeros((n, M), dtype=bool)
     d = pay["delayed"]
@@ -1133,11 +1141,16 @@ def _truth(
         if s.name == "macro_shock":
             macro[:, s.start_month : s.start_month + s.params["ramp_months"]] = True
     fraud = fraud_month
+    # an identity document (KYC) that expires that month: the regulation rule freezes the line
+    kyc_m = cal.month_of(np.minimum(kyc_expiry, cal.end - 1))
+    in_period = (kyc_expiry >= cal.edges[0]) & (kyc_expiry < cal.end)
+    kyc = (np.arange(M)[None, :] == kyc_m[:, None]) & in_period[:, None]
     causes = {
+        "sync_delay": sync,
         "fraud": fraud,
+        "kyc_expiry": kyc,
         "behaviour": behaviour,
         "bureau": bureau,
-        "sync_delay": sync,
         "macro": macro,
     }
     primary = np.full((n, M), len(TRUTH_CAUSES), dtype=np.int64)

@@ -27,18 +27,26 @@ from features.tables import read_table_dir, write_json, write_parquet, write_tex
 
 log = logging.getLogger(__name__)
 
-# Simulator primary cause -> explanation causes that count as a match. The simulator's world has
-# no policy or regulation cause of its own: a user whose risk did not change ("none") and whose
-# line was cut owes it to a model, policy or regulation change.
-TRUE_CAUSE_MATCH: dict[str, frozenset[str]] = {
-    "bureau": frozenset({"risk_bureau"}),
-    "behaviour": frozenset({"risk_behaviour"}),
-    "fraud": frozenset({"fraud"}),
+# Simulator cause flag -> the explanation causes it corresponds to (see README, "Fidelity").
+# The simulator's own world has no policy, regulation calendar or model of its own: those causes
+# come from the scenario calendar and the recorded model versions, which are ground truth too.
+TRUE_CAUSE_EXPLAINED: dict[str, frozenset[str]] = {
     "sync_delay": frozenset({"system_data"}),
+    "fraud": frozenset({"fraud"}),
+    "kyc_expiry": frozenset({"regulation"}),
+    "behaviour": frozenset({"risk_behaviour"}),
+    "bureau": frozenset({"risk_bureau"}),
     "macro": frozenset({"risk_bureau", "risk_behaviour"}),
+}
+# The strict reading: one primary cause per user by a fixed priority; "none" (no risk event
+# planted) matches a model, policy or regulation change.
+TRUE_CAUSE_MATCH: dict[str, frozenset[str]] = {
+    **TRUE_CAUSE_EXPLAINED,
     "none": frozenset({"model_update", "policy", "regulation"}),
 }
-TRUE_CAUSE_PRIORITY = ("fraud", "behaviour", "bureau", "sync_delay", "macro", "none")
+TRUE_CAUSE_PRIORITY = (
+    "sync_delay", "fraud", "kyc_expiry", "behaviour", "bureau", "macro", "none",
+)  # fmt: skip
 _AS_OF_DIR = re.compile(r"as_of=(\d{4}-\d{2}-\d{2})")
 
 
@@ -229,7 +237,8 @@ def run_explain(
 def _truth_window(
     truth_um: pd.DataFrame, as_of: pd.Timestamp, prev_as_of: pd.Timestamp
 ) -> pd.DataFrame:
-    """Per user, the truth of the months between the two decisions (primary cause by priority)."""
+    """Per user with truth rows between the two decisions: the primary cause by priority and,
+    per simulator cause, whether it was planted in any month of the window (flag_<cause>)."""
     first = (prev_as_of + pd.Timedelta(days=1)).to_period("M").to_timestamp()
     last = (as_of - pd.Timedelta(days=1)).to_period("M").to_timestamp()
     month = pd.to_datetime(truth_um["month"])
@@ -242,27 +251,72 @@ def _truth_window(
             "true_cause": g["_rank"]
             .min()
             .map(lambda r: TRUE_CAUSE_PRIORITY[r] if r < len(TRUE_CAUSE_PRIORITY) else "none"),
-            "sync_delay": g["cause_sync_delay"].any(),
         }
     )
-    for cause in TRUE_CAUSE_PRIORITY[:-1]:
+    for cause in TRUE_CAUSE_EXPLAINED:
         col = f"cause_{cause}"
         if col in t.columns:
             out[f"flag_{cause}"] = g[col].any()
+    if "flag_sync_delay" not in out:  # an older truth table: the primary cause still says it
+        out["flag_sync_delay"] = g["_rank"].min() == rank["sync_delay"]
     return out
 
 
 CALENDAR_CAUSES = {"regulation": "regulation", "risk_appetite": "policy"}
 
 
+def _new_dated_rule_fired(rules: Any, prev_as_of: pd.Timestamp, as_of: pd.Timestamp) -> bool:
+    """Whether a calendar rule (`ID@YYYY-MM-DD`) that started between the decisions fired now."""
+    if not isinstance(rules, str):
+        return False
+    for rule in rules.split(";"):
+        _, at, start = rule.partition("@")
+        if at and prev_as_of < pd.Timestamp(start) <= as_of:
+            return True
+    return False
+
+
+def planted_causes(
+    row: pd.Series, started: frozenset[str], prev_as_of: pd.Timestamp, as_of: pd.Timestamp
+) -> frozenset[str]:
+    """The explanation causes the ground truth planted between a user's two decisions.
+
+    Data not current comes first and alone (stale data hides whatever else happened, and the
+    explanation checks freshness first). Otherwise: every simulator cause flagged in the window;
+    a risk-appetite change the calendar started in it (it moves every user's cut-offs); a
+    regulation the calendar started in it, for the users one of its dated rules now applies to;
+    a model update when the recorded credit or fraud model version changed.
+    """
+    if bool(row.get("flag_sync_delay", False)):
+        return frozenset({"system_data"})
+    out: set[str] = set(started - {"regulation"})
+    if "regulation" in started and _new_dated_rule_fired(row.get("rules_new"), prev_as_of, as_of):
+        out.add("regulation")
+    for cause, explained in TRUE_CAUSE_EXPLAINED.items():
+        if bool(row.get(f"flag_{cause}", False)):
+            out |= explained
+    for kind in ("credit", "fraud"):
+        old, new = row.get(f"{kind}_model_version_old"), row.get(f"{kind}_model_version_new")
+        if pd.notna(old) and pd.notna(new) and str(old) != str(new):
+            out.add("model_update")
+    return frozenset(out)
+
+
+def _share(mask: np.ndarray) -> float | None:
+    return float(mask.mean()) if len(mask) else None
+
+
 def measure_fidelity(
     records: pd.DataFrame, truth_um: pd.DataFrame, calendar: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """Top-cause agreement with the simulator, sync-delay catch rate, additivity and zero checks.
+    """Top-cause agreement with the ground truth, sync-delay catch rate, additivity and zero checks.
 
-    The simulator's per-user truth knows only risk causes (its lender never applies the policy's
-    rules), so a downgrade blamed on a regulation or risk-appetite change counts as a match when
-    the scenario calendar (also ground truth) starts that change between the two decisions.
+    `top_cause_match_share`: the explanation's top cause is one of the causes the truth planted
+    between the two decisions (`planted_causes`). Beside it, so the figure can be judged: the
+    same share on downgrades with exactly one planted cause, the count with none planted, the
+    share a constant answer would get (the best constant is the floor an explainer must beat),
+    how often each simulator flag is set across the whole book, and the strict reading (one
+    primary cause by a fixed priority, "none" matching a model, policy or regulation change).
     """
     if records.empty:
         return {"downgrades": 0}
@@ -270,41 +324,27 @@ def measure_fidelity(
     prev_as_of = pd.Timestamp(records["prev_as_of"].iloc[0])
     truth = _truth_window(truth_um, as_of, prev_as_of)
     r = records.assign(user_id=records["user_id"].astype(str)).join(truth, on="user_id")
+    flag_cols = [c for c in truth.columns if c.startswith("flag_")]
     r = r.assign(
         true_cause=r["true_cause"].fillna("none"),
-        sync_delay=r["sync_delay"].fillna(False).astype(bool),
+        **{c: r[c].fillna(False).astype(bool) for c in flag_cols},
     )
-    started = {
+    started = frozenset(
         CALENDAR_CAUSES[e["name"]]
         for e in (calendar or [])
         if e.get("name") in CALENDAR_CAUSES and prev_as_of < pd.Timestamp(e["start"]) <= as_of
-    }
-    by_calendar = r["cause"].isin(sorted(started)).to_numpy()
-    match = (
-        np.array(
-            [c in TRUE_CAUSE_MATCH[t] for c, t in zip(r["cause"], r["true_cause"], strict=True)]
-        )
-        | by_calendar
     )
-    sync = r["sync_delay"].to_numpy()
-    # Lenient: the cause matches any risk cause the simulator flagged in the window (its primary
-    # cause is a fixed priority, behaviour before bureau, not the larger effect).
-    flag_cols = [c for c in r.columns if c.startswith("flag_")]
-    any_match = match.copy()
-    for col in flag_cols:
-        ok = (
-            r[col].fillna(False).astype(bool).to_numpy()
-            & r["cause"].isin(sorted(TRUE_CAUSE_MATCH[col[5:]])).to_numpy()
-        )
-        any_match |= ok
-    by_true = {
-        t: {
-            "n": int((r["true_cause"] == t).sum()),
-            "match_share": float(match[(r["true_cause"] == t).to_numpy()].mean()),
-        }
-        for t in sorted(r["true_cause"].unique())
-    }
-    confusion = pd.crosstab(r["true_cause"], r["cause"]).to_dict(orient="index")
+    planted = [planted_causes(row, started, prev_as_of, as_of) for _, row in r.iterrows()]
+    cause = r["cause"].astype(str).to_list()
+    match = np.array([c in p for c, p in zip(cause, planted, strict=True)])
+    n_planted = np.array([len(p) for p in planted])
+    single = n_planted == 1
+    strict_by_truth = np.array(
+        [c in TRUE_CAUSE_MATCH[t] for c, t in zip(cause, r["true_cause"], strict=True)]
+    )
+    by_calendar = np.array([c in p and c in started for c, p in zip(cause, planted, strict=True)])
+    strict = strict_by_truth | by_calendar
+    sync = r["flag_sync_delay"].to_numpy()
     rif = r["repaid_in_full_30d"].astype(bool).to_numpy()
     # A first downgrade (the previous decision kept or raised the line) is the question users ask;
     # a repeat (still in a lowering band) has its cause in an earlier month than the truth window.
@@ -313,31 +353,32 @@ def measure_fidelity(
         if "prev_action" in r
         else np.ones(len(r), bool)
     )
+    causes_seen = sorted(set(cause) | {c for p in planted for c in p})
+    constant = {c: float(np.mean([c in p for p in planted])) for c in causes_seen}
+    planted_key = pd.Series(
+        [",".join(sorted(p)) or "(none planted)" for p in planted], index=r.index
+    )
     return {
         "as_of": f"{as_of.date()}",
         "prev_as_of": f"{prev_as_of.date()}",
         "downgrades": int(len(r)),
         "top_cause_match_share": float(match.mean()),
-        "top_cause_match_share_repaid_in_full": float(match[rif].mean()) if rif.any() else None,
-        "top_cause_match_any_flagged": float(any_match.mean()),
+        "top_cause_match_share_single_cause": _share(match[single]),
+        "single_cause_downgrades": int(single.sum()),
+        "no_planted_cause_downgrades": int((n_planted == 0).sum()),
+        "best_constant_answer": max(constant, key=constant.get) if constant else None,
+        "best_constant_answer_share": max(constant.values()) if constant else None,
+        "constant_answer_share": constant,
+        "top_cause_match_share_repaid_in_full": _share(match[rif]),
         "new_downgrades": int(first.sum()),
-        "top_cause_match_share_new": float(match[first].mean()) if first.any() else None,
-        "top_cause_match_share_new_repaid_in_full": float(match[first & rif].mean())
-        if (first & rif).any()
-        else None,
+        "top_cause_match_share_new": _share(match[first]),
+        "top_cause_match_share_new_repaid_in_full": _share(match[first & rif]),
         "repaid_in_full_downgrades": int(rif.sum()),
+        "top_cause_match_share_strict_priority": float(strict.mean()),
         "calendar_changes_in_window": sorted(started),
-        "matched_by_calendar": int(
-            (
-                by_calendar
-                & ~np.array(
-                    [
-                        c in TRUE_CAUSE_MATCH[t]
-                        for c, t in zip(r["cause"], r["true_cause"], strict=True)
-                    ]
-                )
-            ).sum()
-        ),
+        "matched_by_calendar": int((by_calendar & ~strict_by_truth).sum()),
+        "flag_share_book": {c[5:]: float(truth[c].mean()) for c in flag_cols},
+        "flag_share_downgrades": {c[5:]: float(r[c].mean()) for c in flag_cols},
         "sync_delay_cases": int(sync.sum()),
         "sync_delay_caught_share": float(r.loc[sync, "freshness_flag"].mean())
         if sync.any()
@@ -345,13 +386,20 @@ def measure_fidelity(
         "max_additivity_error": float(r["additivity_error"].max()),
         "max_unchanged_attribution": float(r["max_unchanged_attribution"].max()),
         "reproduced_share": float(r["reproduced"].mean()),
-        "by_true_cause": by_true,
-        "confusion": {k: {kk: int(vv) for kk, vv in v.items()} for k, v in confusion.items()},
-        "confusion_new": {
+        "by_planted": {
+            k: {
+                "n": int((planted_key == k).sum()),
+                "match_share": float(match[(planted_key == k).to_numpy()].mean()),
+            }
+            for k in sorted(planted_key.unique())
+        },
+        "confusion": {
             k: {kk: int(vv) for kk, vv in v.items()}
-            for k, v in pd.crosstab(r["true_cause"][first], r["cause"][first])
-            .to_dict(orient="index")
-            .items()
+            for k, v in pd.crosstab(planted_key, r["cause"]).to_dict(orient="index").items()
+        },
+        "confusion_strict": {
+            k: {kk: int(vv) for kk, vv in v.items()}
+            for k, v in pd.crosstab(r["true_cause"], r["cause"]).to_dict(orient="index").items()
         },
         "goals": {
             "top_cause_match_share": ">= 0.90",

@@ -116,6 +116,11 @@ def fidelity(
     for key in (
         "downgrades",
         "top_cause_match_share",
+        "top_cause_match_share_single_cause",
+        "no_planted_cause_downgrades",
+        "best_constant_answer",
+        "best_constant_answer_share",
+        "top_cause_match_share_strict_priority",
         "sync_delay_cases",
         "sync_delay_caught_share",
         "max_additivity_error",

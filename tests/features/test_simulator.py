@@ -167,7 +167,7 @@ def test_macro_shock_moves_default_and_bureau_figures(world_base, world_macro):
 def test_truth_primary_cause_follows_the_flags(world_all):
     out, _ = world_all
     um = pd.read_parquet(out / "truth" / "user_month.parquet")
-    order = ["fraud", "behaviour", "bureau", "sync_delay", "macro"]
+    order = ["sync_delay", "fraud", "kyc_expiry", "behaviour", "bureau", "macro"]
     flags = um[[f"cause_{c}" for c in order]].to_numpy()
     expected = np.where(flags.any(axis=1), np.array(order)[flags.argmax(axis=1)], "none")
     assert (um["primary_cause"].to_numpy() == expected).all()
@@ -190,19 +190,17 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     assert set(month(lag["event_time"]).dt.strftime("%Y-%m")) <= {"2024-10", "2024-11"}
     payers = inst.loc[month(inst["event_time"]) >= pd.Timestamp("2024-10-01"), "user_id"].nunique()
     assert 0.01 <= lag["user_id"].nunique() / payers <= 0.06
-    # bureau: a new overdue account, 2+ new accounts or 3+ inquiries that month (the last month's
+    # bureau: a new overdue account, a new account or an inquiry that month (the last month's
     # bureau report is not available at the extract time, so it is left out)
     bur = _raw(out, "bureau_accounts")
     new_od = bur[bur["dpd_bucket"] == 1]
     seen = set(zip(new_od["user_id"], month(new_od["event_time"]), strict=True))
     q = _raw(out, "bureau_inquiries")
-    q_cnt = q.groupby([q["user_id"], month(q["event_time"])]).size()
-    seen |= set(q_cnt[q_cnt >= 3].index)
+    seen |= set(zip(q["user_id"], month(q["event_time"]), strict=True))
     first_seen = bur.groupby("account_id").agg(
         user_id=("user_id", "first"), open=("open_date", "first")
     )
-    opened = first_seen.groupby([first_seen["user_id"], month(first_seen["open"])]).size()
-    seen |= set(opened[opened >= 2].index)
+    seen |= set(zip(first_seen["user_id"], month(first_seen["open"]), strict=True))
     b = um[um["cause_bureau"] & (um["month"] < um["month"].max())]
     assert len(b) > 20
     hit = np.mean([k in seen for k in zip(b["user_id"], b["month"], strict=True)])
@@ -229,6 +227,11 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     assert (
         np.mean([k in late_months for k in zip(beh["user_id"], beh["month"], strict=True)]) >= 0.8
     )
+    # kyc expiry: the month of the user's identity-document expiry date
+    users = _raw(out, "users").set_index("user_id")
+    kyc = um[um["cause_kyc_expiry"]]
+    assert len(kyc) > 5
+    assert (month(users.loc[kyc["user_id"], "kyc_expiry_date"]).to_numpy() == kyc["month"].to_numpy()).all()
     # fraud: the month of the user's bust-out or takeover draw
     outcomes = pd.read_parquet(out / "truth" / "outcomes.parquet")
     fr = um[um["cause_fraud"]].merge(outcomes, on="user_id")

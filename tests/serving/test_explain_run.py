@@ -120,44 +120,75 @@ def test_single_user_and_clear_errors(tmp_path):
         )
 
 
+def _truth(rows: dict[str, tuple[str, ...]], month: str = "2026-06-01") -> pd.DataFrame:
+    """A user-month truth table: per user, the simulator causes flagged that month."""
+    order = ["sync_delay", "fraud", "kyc_expiry", "behaviour", "bureau", "macro"]
+    return pd.DataFrame(
+        {
+            "user_id": list(rows),
+            "month": pd.Timestamp(month),
+            "primary_cause": [next((c for c in order if c in f), "none") for f in rows.values()],
+            **{f"cause_{c}": [c in f for f in rows.values()] for c in order},
+        }
+    )
+
+
 def test_fidelity_figures_from_truth():
     records = pd.DataFrame(
         {
-            "user_id": ["a", "b", "c", "d"],
+            "user_id": ["a", "b", "c", "d", "e", "f"],
             "as_of": AS_OF_NEW,
             "prev_as_of": AS_OF_OLD,
-            "cause": ["risk_bureau", "system_data", "policy", "risk_behaviour"],
-            "freshness_flag": [False, True, False, False],
-            "repaid_in_full_30d": [True, True, False, False],
-            "additivity_error": [1e-12, 0.0, 0.0, 2e-12],
+            "cause": [
+                "risk_bureau",
+                "system_data",
+                "policy",
+                "risk_behaviour",
+                "risk_behaviour",
+                "model_update",
+            ],  # fmt: skip
+            "freshness_flag": [False, True, False, False, False, False],
+            "repaid_in_full_30d": [True, True, False, False, False, False],
+            "additivity_error": [1e-12, 0.0, 0.0, 2e-12, 0.0, 0.0],
             "max_unchanged_attribution": 0.0,
             "reproduced": True,
+            "credit_model_version_old": [1, 1, 1, 1, 1, 1],
+            "credit_model_version_new": [1, 1, 1, 1, 1, 2],
         }
     )
-    june = pd.Timestamp("2026-06-01")
-    truth = pd.DataFrame(
-        {
-            "user_id": ["a", "b", "c", "d", "d"],
-            "month": [
-                june,
-                june,
-                june,
-                june,
-                pd.Timestamp("2026-05-01"),
-            ],  # May is before the window
-            "primary_cause": ["bureau", "sync_delay", "none", "bureau", "behaviour"],
-            "cause_sync_delay": [False, True, False, False, False],
-        }
+    truth = pd.concat(
+        [
+            _truth(
+                {
+                    "a": ("bureau",),
+                    "b": ("sync_delay", "behaviour"),
+                    "c": (),
+                    "d": ("bureau",),
+                    "e": ("behaviour", "bureau"),
+                    "f": (),
+                }
+            ),
+            _truth({"d": ("behaviour",)}, month="2026-05-01"),  # May is before the window
+        ]
     )
     f = measure_fidelity(records, truth)
-    # a, b, c match; d is blamed on behaviour but June's truth is bureau: 3 of 4
-    assert f["top_cause_match_share"] == pytest.approx(0.75)
+    # a: bureau; b: data not current comes first and alone; e: one of two planted causes;
+    # f: the model version changed. c has nothing planted; d is blamed on behaviour (June: bureau)
+    assert f["top_cause_match_share"] == pytest.approx(4 / 6)
+    assert f["single_cause_downgrades"] == 4  # a, b, d, f
+    assert f["top_cause_match_share_single_cause"] == pytest.approx(3 / 4)
+    assert f["no_planted_cause_downgrades"] == 1
+    assert f["best_constant_answer"] == "risk_bureau"  # planted for a, d, e
+    assert f["best_constant_answer_share"] == pytest.approx(0.5)
+    # strict: one primary cause by priority (e: behaviour), "none" matches policy (c) and model (f)
+    assert f["top_cause_match_share_strict_priority"] == pytest.approx(5 / 6)
     assert f["sync_delay_cases"] == 1 and f["sync_delay_caught_share"] == 1.0
     assert f["top_cause_match_share_repaid_in_full"] == 1.0
     assert f["max_unchanged_attribution"] == 0.0
+    assert f["flag_share_book"]["bureau"] == pytest.approx(3 / 6)
 
 
-def test_fidelity_counts_a_regulation_that_starts_between_the_decisions():
+def test_fidelity_counts_a_new_regulation_only_for_users_its_rules_now_apply_to():
     records = pd.DataFrame(
         {
             "user_id": ["a", "b"],
@@ -165,6 +196,7 @@ def test_fidelity_counts_a_regulation_that_starts_between_the_decisions():
             "prev_as_of": AS_OF_OLD,
             "prev_action": ["keep", "keep"],
             "cause": ["regulation", "regulation"],
+            "rules_new": ["PD3;REG-DTI@2026-06-15", "PD3"],
             "freshness_flag": False,
             "repaid_in_full_30d": False,
             "additivity_error": 0.0,
@@ -172,20 +204,12 @@ def test_fidelity_counts_a_regulation_that_starts_between_the_decisions():
             "reproduced": True,
         }
     )
-    truth = pd.DataFrame(
-        {
-            "user_id": ["a", "b"],
-            "month": pd.Timestamp("2026-06-01"),
-            "primary_cause": ["behaviour", "bureau"],
-            "cause_sync_delay": False,
-            "cause_behaviour": [True, False],
-            "cause_bureau": [False, True],
-        }
-    )
+    truth = _truth({"a": ("behaviour",), "b": ("bureau",)})
     # the simulator's per-user truth cannot name a regulation: without the calendar, no match
     assert measure_fidelity(records, truth)["top_cause_match_share"] == 0.0
     calendar = [{"name": "regulation", "start": "2026-06-15", "params": {}}]
     f = measure_fidelity(records, truth, calendar)
-    assert f["top_cause_match_share"] == 1.0 and f["matched_by_calendar"] == 2
+    # a's new decision applied the new rule; b's did not, so the regulation is not b's cause
+    assert f["top_cause_match_share"] == 0.5 and f["matched_by_calendar"] == 1
     late = [{"name": "regulation", "start": "2026-07-15", "params": {}}]  # after the new decision
     assert measure_fidelity(records, truth, late)["top_cause_match_share"] == 0.0
