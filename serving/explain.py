@@ -278,16 +278,11 @@ def explain_downgrades(
     reasons: dict | None = None,
     max_age_days: dict[str, float] | None = None,
     n_threads: int = 2,
-    sync_lag_share_limit: float = 0.01,
-    sync_max_dpd: float = 31.0,
 ) -> Explanations:
     """Explain every adverse decision in `new_decisions` against `old_decisions`.
 
     Models are LoadedModel-like (or already `prepare_model`-ed); policies are
     `serving.policy.Policy` objects, evaluated on their own as-of dates (`prev_as_of` for the old).
-    `sync_lag_share_limit` / `sync_max_dpd`: a book-wide share of late-arriving payments above the
-    limit marks a sync incident, during which a newly overdue installment at most `sync_max_dpd`
-    days past due is treated as possibly not synced.
     """
     from serving.policy import (
         adverse_cutoff_logodds,
@@ -364,21 +359,9 @@ def explain_downgrades(
 
     # --- 1. Freshness first.
     limits = policy_new.max_age_days if max_age_days is None else max_age_days
-    flagged = stale_mask(xn.reset_index(), limits) | (down["action"].to_numpy() == "defer")
-    # A payment that has not reached the warehouse leaves no lag to see on the user. While payments
-    # arrive days late across the book (a sync incident), a newly overdue installment that is
-    # younger than the longest lag may be one of them: report it as not current, too (this also
-    # holds back some genuine late payers during an incident: the safe side).
-    book_lag = _num(xn_all, "fresh_payments_lag_share_7d")
-    # (still overdue counts too: a payment made before the last run may still be in flight)
-    newly_overdue = _num(xn_all, "inst_overdue_cnt_now") > 0
-    with np.errstate(invalid="ignore"):
-        suspect = (
-            (book_lag > sync_lag_share_limit)
-            & newly_overdue
-            & (_num(xn_all, "inst_dpd_now") <= sync_max_dpd)
-        )
-    stale = flagged | suspect
+    # The same test the scoring guard applies (`serving.policy.stale_mask`; a payment stuck in a
+    # sync incident is caught by the features' fresh_sync_lag_flag), plus any deferred decision.
+    stale = stale_mask(xn.reset_index(), limits) | (down["action"].to_numpy() == "defer")
 
     # --- 2. Line-space Shapley over factors, by enumerating every old/new mix.
     prev_line = _num(down, "prev_line_cny")
@@ -625,7 +608,7 @@ def explain_downgrades(
             "prev_action": prev_actions[i],
             "repaid_in_full_30d": bool(repaid[i]),
             "freshness_flag": bool(stale[i]),
-            "freshness_reason": "flags" if flagged[i] else ("sync_incident" if suspect[i] else ""),
+            "freshness_reason": "flags" if stale[i] else "",
             "continuing": bool(level[i]),
             "cause": cause,
             "cause_zh": cz,

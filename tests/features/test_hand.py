@@ -274,3 +274,24 @@ def test_due_dates_follow_calendar_months():
     assert dues == [pd.Timestamp("2025-02-28"), pd.Timestamp("2025-03-31"), pd.Timestamp("2025-04-30")]
     out = build_features(tabs, pd.Timestamp("2025-05-01")).iloc[0]
     check(out, {"inst_dpd_max_3m": 31, "inst_late_cnt_3m": 3, "inst_dpd_mean_3m": (1 + 31 + 1) / 3})
+
+
+def test_freshness_flags_a_small_incident():
+    # 60 users paid on time this week; the payment of 1 more arrived 8 days late (share 1/61, about
+    # 1.6 %: an incident that hits a few users). u_z has an installment due 06-20 that shows
+    # unpaid: it may be one of the stuck payments, so the user is flagged.
+    n = 60
+    users = [{"user_id": f"u_{i:02d}", "event_time": "2025-01-01"} for i in range(n)]
+    users += [{"user_id": "u_l", "event_time": "2025-01-01"}, {"user_id": "u_z", "event_time": "2025-01-01"}]
+    loans = [{"loan_id": f"L{i:02d}", "user_id": f"u_{i:02d}", "amount_cny": 900.0, "installment_cny": 310.0,
+              "event_time": "2025-05-27"} for i in range(n)]
+    loans += [{"loan_id": "LL", "user_id": "u_l", "amount_cny": 900.0, "installment_cny": 310.0, "event_time": "2025-05-20"},
+              {"loan_id": "LZ", "user_id": "u_z", "amount_cny": 900.0, "installment_cny": 310.0, "event_time": "2025-05-20"}]
+    pays = [_pay(f"L{i:02d}", f"u_{i:02d}", 1, "2025-06-30 10:00", 310.0, available_time="2025-06-30 10:30")
+            for i in range(n)]
+    pays.append(_pay("LL", "u_l", 1, "2025-06-20 09:00", 310.0, available_time="2025-06-28 09:00"))
+    out = build_features(tables(users=users, loans=loans, installments=pays), T).set_index("user_id")
+    assert out.loc["u_z", "fresh_payments_lag_share_7d"] == pytest.approx(1 / 61)
+    assert out.loc["u_z", "fresh_sync_lag_flag"] == 1
+    # on-time payers with nothing unpaid are not held back by the incident
+    assert out.loc["u_00", "fresh_sync_lag_flag"] == 0
