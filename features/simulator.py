@@ -71,8 +71,11 @@ LENDER_POOL = 400
 IP_POOL = 20_000
 # Primary-cause priority. Data not current comes first (a decision taken on stale data is a
 # system fault whatever else happened), then fraud, an expired identity document (a regulation
-# freeze), own behaviour, the bureau, the macro shock.
-TRUTH_CAUSES = ("sync_delay", "fraud", "kyc_expiry", "behaviour", "bureau", "macro")
+# freeze), a change of the user's own fraud signals (device, SIM), own behaviour, the bureau,
+# the macro shock.
+TRUTH_CAUSES = (
+    "sync_delay", "fraud", "kyc_expiry", "device_change", "behaviour", "bureau", "macro",
+)  # fmt: skip
 
 
 def _sigmoid(x):
@@ -576,7 +579,7 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         uid, n, cal, world, rng_bur, Z, z_base, income, signup_m, burst, shock_ev, distress_m, distress_lag,
         cures, cure_m, stop_m, ext_m, ext_len, acct_util_user, macro_on, macro_p,
     )  # fmt: skip
-    tables["app_events"] = _app_events(
+    tables["app_events"], device_signals = _app_events(
         uid,
         n,
         cal,
@@ -610,6 +613,7 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         fraud_month,
         obs,
         kyc_expiry,
+        device_signals,
     )
     stats.update(balance_sum=bal_sum, line_sum=line_sum)
     return tables, truth_um, truth_out, stats
@@ -1048,6 +1052,9 @@ def _app_events(
     av = t + (rng.exponential(2.0, len(u)) * MINUTE).astype(np.int64)
     ok = av <= cal.end
     ev_uid = pc.take(uid, pa.array(u[ok]))
+    # what the truth needs: the months a user's own fraud signals changed (new phone or SIM,
+    # password reset, geo jump; innocent bait included: the fraud model sees the same signals)
+    signals = change | pr | geo
     return pd.DataFrame(
         {
             "event_id": _str(_join_ids(ev_uid, np.flatnonzero(ok), "-E")),
@@ -1065,7 +1072,7 @@ def _app_events(
             "event_time": _times(t[ok]),
             "available_time": _times(av[ok]),
         }
-    )
+    ), signals
 
 
 def _line_history(uid, signup_t, line0, changes, rng, end):
@@ -1112,6 +1119,7 @@ def _truth(
     fraud_month,
     obs,
     kyc_expiry,
+    device_signals,
 ):
     M = cal.months
     pay, bur = obs["pay"], obs["bur"]
@@ -1149,6 +1157,7 @@ def _truth(
         "sync_delay": sync,
         "fraud": fraud,
         "kyc_expiry": kyc,
+        "device_change": device_signals,
         "behaviour": behaviour,
         "bureau": bureau,
         "macro": macro,

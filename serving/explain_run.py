@@ -34,6 +34,7 @@ TRUE_CAUSE_EXPLAINED: dict[str, frozenset[str]] = {
     "sync_delay": frozenset({"system_data"}),
     "fraud": frozenset({"fraud"}),
     "kyc_expiry": frozenset({"regulation"}),
+    "device_change": frozenset({"fraud"}),  # the fraud model's signals, whoever changed phone
     "behaviour": frozenset({"risk_behaviour"}),
     "bureau": frozenset({"risk_bureau"}),
     "macro": frozenset({"risk_bureau", "risk_behaviour"}),
@@ -45,7 +46,7 @@ TRUE_CAUSE_MATCH: dict[str, frozenset[str]] = {
     "none": frozenset({"model_update", "policy", "regulation"}),
 }
 TRUE_CAUSE_PRIORITY = (
-    "sync_delay", "fraud", "kyc_expiry", "behaviour", "bureau", "macro", "none",
+    "sync_delay", "fraud", "kyc_expiry", "device_change", "behaviour", "bureau", "macro", "none",
 )  # fmt: skip
 _AS_OF_DIR = re.compile(r"as_of=(\d{4}-\d{2}-\d{2})")
 

@@ -167,7 +167,7 @@ def test_macro_shock_moves_default_and_bureau_figures(world_base, world_macro):
 def test_truth_primary_cause_follows_the_flags(world_all):
     out, _ = world_all
     um = pd.read_parquet(out / "truth" / "user_month.parquet")
-    order = ["sync_delay", "fraud", "kyc_expiry", "behaviour", "bureau", "macro"]
+    order = ["sync_delay", "fraud", "kyc_expiry", "device_change", "behaviour", "bureau", "macro"]
     flags = um[[f"cause_{c}" for c in order]].to_numpy()
     expected = np.where(flags.any(axis=1), np.array(order)[flags.argmax(axis=1)], "none")
     assert (um["primary_cause"].to_numpy() == expected).all()
@@ -231,7 +231,18 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     users = _raw(out, "users").set_index("user_id")
     kyc = um[um["cause_kyc_expiry"]]
     assert len(kyc) > 5
-    assert (month(users.loc[kyc["user_id"], "kyc_expiry_date"]).to_numpy() == kyc["month"].to_numpy()).all()
+    assert (
+        month(users.loc[kyc["user_id"], "kyc_expiry_date"]).to_numpy() == kyc["month"].to_numpy()
+    ).all()
+    # device change: a new phone or SIM, a password reset or a geo jump that month
+    ev = _raw(out, "app_events")
+    sig = ev[ev["event_type"].isin(["device_change", "sim_change", "password_reset", "geo_jump"])]
+    sig_months = set(zip(sig["user_id"], month(sig["event_time"]), strict=True))
+    dev = um[um["cause_device_change"] & (um["month"] < um["month"].max())]
+    assert len(dev) > 20
+    assert (
+        np.mean([k in sig_months for k in zip(dev["user_id"], dev["month"], strict=True)]) >= 0.95
+    )
     # fraud: the month of the user's bust-out or takeover draw
     outcomes = pd.read_parquet(out / "truth" / "outcomes.parquet")
     fr = um[um["cause_fraud"]].merge(outcomes, on="user_id")

@@ -122,7 +122,7 @@ def test_single_user_and_clear_errors(tmp_path):
 
 def _truth(rows: dict[str, tuple[str, ...]], month: str = "2026-06-01") -> pd.DataFrame:
     """A user-month truth table: per user, the simulator causes flagged that month."""
-    order = ["sync_delay", "fraud", "kyc_expiry", "behaviour", "bureau", "macro"]
+    order = ["sync_delay", "fraud", "kyc_expiry", "device_change", "behaviour", "bureau", "macro"]
     return pd.DataFrame(
         {
             "user_id": list(rows),
