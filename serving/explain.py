@@ -829,12 +829,13 @@ def _reason_items(
             "data were not current when the decision ran (e.g. a repayment had not synced): hold the adverse decision and re-run it after the sync",
             vals[:4],
         )
-    # Data reasons: credit-model groups for risk causes, fraud-model groups for fraud.
+    # Data reasons: each model's feature groups, under the cause their features belong to (fraud
+    # signals such as a device change can lower the line through the credit model as well).
     credit_groups = _group_contrib(c_old, phi_c, fm)
     fraud_groups = _group_contrib(f_old, phi_f, fm)
     for code, w in credit_groups.items():
         rc, zh, en = _reason_text(code, rs)
-        if rc == "fraud" or w <= 0:
+        if w <= 0:
             continue
         ba = _before_after(code, columns, changed_row, xn, xo, i, fm)
         scale = max(drop.get(rc, 0.0), 0.0)

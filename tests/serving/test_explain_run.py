@@ -66,6 +66,9 @@ def test_job_writes_records_reports_and_is_deterministic(tmp_path):
     assert rec["additivity_error"].max() < 1e-6
     assert (rec["max_unchanged_attribution"] == 0).all()
     assert rec["reproduced"].all()
+    # every user's first reason belongs to the cause the report names
+    led = rec.dropna(subset=["reason_1_cause"])
+    assert len(led) == len(rec) and (led["reason_1_cause"] == led["cause"]).all()
 
     page = (res.report_path.parent / "users" / "u_000001.html").read_text(encoding="utf-8")
     reason = by_user.loc["u_000001", "reason_1_en"]
