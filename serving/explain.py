@@ -508,7 +508,10 @@ def explain_downgrades(
     unchanged_f = np.where(same_f, np.abs(phi_fraud), 0.0).max(axis=1, initial=0.0)
 
     # --- 4. Per user: cause, reasons, recourse.
-    recourse = _recourse_search(c_new, xn, xo, cut_new, fm, n_threads)
+    # Back under the cut-off by the band hysteresis: the next decision knows the user's band.
+    recourse = _recourse_search(
+        c_new, xn, xo, cut_new - policy_new.band_hysteresis_logodds, fm, n_threads
+    )
     changed = ~_same(nv, ov)
     new_rules = [
         set(filter(None, str(r).split(";")))

@@ -37,7 +37,7 @@ TRUE_CAUSE_EXPLAINED: dict[str, frozenset[str]] = {
     "device_change": frozenset({"fraud"}),  # the fraud model's signals, whoever changed phone
     "behaviour": frozenset({"risk_behaviour"}),
     "bureau": frozenset({"risk_bureau"}),
-    "macro": frozenset({"risk_bureau", "risk_behaviour"}),
+    "macro": frozenset(),  # every user in the ramp-in months: it shows through the events above
 }
 # The strict reading: one primary cause per user by a fixed priority; "none" (no risk event
 # planted) matches a model, policy or regulation change.

@@ -96,11 +96,20 @@ class Policy:
     regulations: tuple[DatedRule, ...]
     appetite: tuple[DatedRule, ...]
     digest: str  # sha256 of the policy file bytes + calendar entries used
+    # log-odds a known user's credit margin must pass a band edge by before the band changes
+    band_hysteresis_logodds: float = 0.0
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), _PD_EPS, 1.0 - _PD_EPS)
     return np.log(p) - np.log1p(-p)
+
+
+def _hysteresis(line: dict[str, Any], where: str) -> float:
+    h = float(line.get("band_hysteresis_logodds", 0.0))
+    if not (np.isfinite(h) and h >= 0.0):
+        raise ValueError(f"{where}: [line] band_hysteresis_logodds must be >= 0; got {h}")
+    return h
 
 
 def _date(value: Any, where: str) -> pd.Timestamp:
@@ -262,6 +271,7 @@ def load_policy(
         step_cny=float(raw["line"]["step_cny"]),
         min_line_cny=float(raw["line"]["min_line_cny"]),
         max_line_cny=float(raw["line"]["max_line_cny"]),
+        band_hysteresis_logodds=_hysteresis(raw["line"], where),
         freshness_rule_id=str(fresh["id"]),
         adverse_actions=tuple(fresh.get("adverse_actions", ["lower", "freeze", "close"])),
         max_age_days={str(k): float(v) for k, v in fresh.get("max_age_days", {}).items()},
@@ -408,6 +418,25 @@ def _fired_before(scored: pd.DataFrame, rule_id: str) -> np.ndarray:
     return (";" + text.astype(str) + ";").str.contains(";" + rule_id + ";", regex=False).to_numpy()
 
 
+def _band_index(
+    edges: np.ndarray, margin: np.ndarray, prev_idx: np.ndarray, h: float
+) -> np.ndarray:
+    """Band index per row from the log-odds band edges, with hysteresis `h` for known users.
+
+    A user whose previous band is known (prev_idx >= 0) changes band only when the margin is
+    past an edge by more than h: to the worst band reached with h to spare (or the best, when
+    the risk fell), else stays. So a PD that wobbles around an edge does not cut the line one
+    month and raise it the next. Unknown users (and h = 0) get the plain band.
+    """
+    band = np.searchsorted(edges, margin, side="left")
+    if h <= 0:
+        return band
+    worse = np.searchsorted(edges + h, margin, side="left")
+    better = np.searchsorted(edges - h, margin, side="left")
+    sticky = np.where(worse > prev_idx, worse, np.where(better < prev_idx, better, prev_idx))
+    return np.where(prev_idx >= 0, sticky, band)
+
+
 def _prev_band_index(scored: pd.DataFrame, policy: Policy) -> np.ndarray:
     """Index of each row's `prev_band` in the policy's bands; -1 where unknown (NaN/None/"")."""
     n = len(scored)
@@ -477,11 +506,11 @@ def decide_lines(
 
     # 1. PD band, with the risk appetite's shifted cut-offs.
     edges = band_cutoffs_logodds(policy, as_of)
-    band_idx = np.searchsorted(edges, margin, side="left")
+    prev_idx = _prev_band_index(scored, policy)
+    band_idx = _band_index(edges, margin, prev_idx, policy.band_hysteresis_logodds)
     band_act = np.array([ACTIONS.index(b.action) for b in policy.bands], dtype=np.int8)[band_idx]
     mult = np.array([b.multiplier for b in policy.bands])[band_idx]
     # A line moves when the risk moves: no repeated cut (or raise) for staying in a band.
-    prev_idx = _prev_band_index(scored, policy)
     # A keep band holds a known user's line too: otherwise a risk appetite's line multiplier
     # (which scales the band multipliers) would cut every keep-band user again on every run.
     held = (prev_idx >= 0) & (
@@ -499,9 +528,8 @@ def decide_lines(
 
     # 2. Risk appetite: fires where it moved the band, scaled the line or blocked a raise.
     if app is not None:
-        base_idx = np.searchsorted(
-            np.append(_logit([b.pd_max for b in policy.bands[:-1]]), np.inf), margin, side="left"
-        )
+        base_edges = np.append(_logit([b.pd_max for b in policy.bands[:-1]]), np.inf)
+        base_idx = _band_index(base_edges, margin, prev_idx, policy.band_hysteresis_logodds)
         moved = band_idx != base_idx
         blocked = np.zeros(n, dtype=bool)
         if not bool(app.params.get("allow_raise", True)):

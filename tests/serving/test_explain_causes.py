@@ -157,7 +157,11 @@ def test_model_update_cause(world):
 
 def test_policy_cause(world):
     _, k_hi = _keep_band(world)
-    i = _pick(world, k_hi - 0.025, k_hi - 0.005)  # the -0.03 shift moves the keep edge below it
+    # the -0.03 shift moves the keep edge below the user by more than the band hysteresis
+    h = world["policy"].band_hysteresis_logodds
+    edge = np.log(k_hi - 0.03) - np.log1p(-(k_hi - 0.03))
+    lo = 1.0 / (1.0 + np.exp(-(edge + h + 0.02)))
+    i = _pick(world, lo, k_hi - 0.005)
     tight = load_policy(
         calendar=[
             {"name": "risk_appetite", "start": "2026-06-15", "params": {"pd_cutoff_shift": -0.03}}

@@ -123,7 +123,7 @@ def test_bands_and_rules_on_hand_rows(policy):
         "PD1",
         "PD5",
     ]
-    assert (out["policy_version"] == "2026.11-1").all()
+    assert (out["policy_version"] == "2026.11-2").all()
     assert (out["defer_reason"] == "").all()
     assert df["pd"].tolist()[0] == 0.01  # input untouched
 
@@ -180,7 +180,7 @@ CALENDAR = [
 
 def test_calendar_regulation_applies_from_its_start_date():
     policy = load_policy(calendar=CALENDAR)
-    assert policy.version.startswith("2026.11-1+cal-")
+    assert policy.version.startswith("2026.11-2+cal-")
     df = rows(
         {"pd": 0.01, "ctx_active_lenders_cnt": 6.0}, {"pd": 0.01, "ctx_active_lenders_cnt": 4.0}
     )
@@ -209,7 +209,7 @@ def test_risk_appetite_tightens_cutoffs_from_its_date():
 
 def test_appetite_can_stop_raises(tmp_path):
     text = (load_policy.__globals__["DEFAULT_POLICY_FILE"]).read_text(encoding="utf-8")
-    text = text.replace('version = "2026.11-1"', 'version = "test-no-raise"')
+    text = text.replace('version = "2026.11-2"', 'version = "test-no-raise"')
     text += '\n[[risk_appetite]]\nid = "APPETITE-FREEZE-RAISES"\neffective_from = "2026-10-01"\nparams = { allow_raise = false }\n'
     path = tmp_path / "p.toml"
     path.write_text(text, encoding="utf-8")
@@ -328,7 +328,7 @@ def test_same_lowering_band_keeps_and_a_worse_band_lowers(policy):
         {"pd": 0.10, "prev_band": "PD3"},  # stays in PD3: keep 10000 (was a cut to 7000)
         {"pd": 0.20, "prev_band": "PD4"},  # stays in PD4: keep
         {"pd": 0.20, "prev_band": "PD3"},  # PD3 -> PD4, worse: 4000 lower
-        {"pd": 0.10, "prev_band": "PD2"},  # PD2 -> PD3, worse: 7000 lower
+        {"pd": 0.11, "prev_band": "PD2"},  # PD2 -> PD3, worse (past the edge by 0.35): 7000 lower
         {"pd": 0.10, "prev_band": "PD4"},  # PD4 -> PD3, better but a lower band: keep
         {"pd": 0.50, "prev_band": "PD5"},  # close bands always close
         {"pd": 0.04, "prev_band": "PD1"},  # keep band: keep
@@ -339,6 +339,41 @@ def test_same_lowering_band_keeps_and_a_worse_band_lowers(policy):
     # the band still fires and is recorded
     assert out["pd_band"].tolist() == ["PD3", "PD4", "PD4", "PD3", "PD3", "PD5", "PD2"]
     assert [r.split(";")[0] for r in out["rules_fired"].astype(str)] == out["pd_band"].tolist()
+
+
+def test_band_hysteresis_holds_a_known_user_near_an_edge(policy, tmp_path):
+    h = policy.band_hysteresis_logodds
+    assert h > 0
+    logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    edge = logit(0.08)  # PD2 (keep) / PD3 (lower)
+    near_up, far_up = sigmoid(edge + 0.5 * h), sigmoid(edge + 1.5 * h)
+    near_dn = sigmoid(edge - 0.5 * h)
+    df = rows(
+        {"pd": near_up, "prev_band": "PD2"},  # just past the edge: stays in PD2, keep
+        {"pd": far_up, "prev_band": "PD2"},  # past it by more than h: PD3, lower
+        {"pd": near_dn, "prev_band": "PD3"},  # just back under it: stays in PD3, keep
+        {"pd": near_up},  # unknown band (first decision): the plain edge, PD3, lower
+    )
+    out = decide_lines(df, policy, AS_OF)
+    assert out["pd_band"].tolist() == ["PD2", "PD3", "PD3", "PD3"]
+    assert out["action"].tolist() == ["keep", "lower", "keep", "lower"]
+    # without hysteresis the wobble cuts the line
+    text = (load_policy.__globals__["DEFAULT_POLICY_FILE"]).read_text(encoding="utf-8")
+    path = tmp_path / "p.toml"
+    path.write_text(
+        text.replace(f"band_hysteresis_logodds = {h}", "band_hysteresis_logodds = 0.0"),
+        encoding="utf-8",
+    )
+    plain = decide_lines(df, load_policy(path), AS_OF)
+    assert plain["action"].tolist()[:3] == ["lower", "lower", "keep"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        text.replace(f"band_hysteresis_logodds = {h}", "band_hysteresis_logodds = -1.0"),
+        encoding="utf-8",
+    )
+    with pytest.raises(ValueError, match="band_hysteresis_logodds"):
+        load_policy(bad)
 
 
 def test_raise_band_raises_only_on_improvement(policy):
@@ -414,11 +449,11 @@ def test_appetite_line_multiplier_tightens_moving_lines_not_the_same_users_every
     # line_multiplier 0.9 from 2026-10-01. pd 0.04 is PD2 (keep, x1.0):
     #   first decision (no prev_band): 10000 x 1.0 x 0.9 = 9000 -> lower;
     #   staying in PD2 (prev_band PD2): the line is held at 10000, not cut again each month;
-    #   moving PD2 -> PD3 (pd 0.10): 10000 x 0.7 x 0.9 = 6300 -> lower, tighter than 7000.
+    #   moving PD2 -> PD3 (pd 0.11): 10000 x 0.7 x 0.9 = 6300 -> lower, tighter than 7000.
     cal = [{"name": "risk_appetite", "start": "2026-10-01", "params": {"line_multiplier": 0.9}}]
     pol = load_policy(calendar=cal)
     out = decide_lines(
-        rows({}, {"prev_band": "PD2"}, {"pd": 0.10, "prev_band": "PD2"}), pol, AS_OF
+        rows({}, {"prev_band": "PD2"}, {"pd": 0.11, "prev_band": "PD2"}), pol, AS_OF
     )
     assert out["action"].tolist() == ["lower", "keep", "lower"]
     assert out["new_line_cny"].tolist() == [9000.0, 10000.0, 6300.0]
