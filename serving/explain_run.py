@@ -324,6 +324,28 @@ def measure_fidelity(
     as_of = pd.Timestamp(records["as_of"].iloc[0])
     prev_as_of = pd.Timestamp(records["prev_as_of"].iloc[0])
     truth = _truth_window(truth_um, as_of, prev_as_of)
+    # A deferred previous decision held a cut back on stale data; the cut that goes ahead now
+    # was caused in the month before it too, so those users' window starts a month earlier.
+    held = (
+        records["prev_action"].astype(str).eq("defer").to_numpy()
+        if "prev_action" in records
+        else np.zeros(len(records), bool)
+    )
+    if held.any():
+        # ... but that month's sync delay was what the deferral handled: the data are current now
+        earlier = truth_um.copy()
+        first = (prev_as_of + pd.Timedelta(days=1)).to_period("M").to_timestamp()
+        before = pd.to_datetime(earlier["month"]) < first
+        if "cause_sync_delay" in earlier:
+            earlier.loc[before, "cause_sync_delay"] = False
+            rest = [c for c in TRUE_CAUSE_PRIORITY[1:-1] if f"cause_{c}" in earlier]
+            flags = earlier.loc[before, [f"cause_{c}" for c in rest]].to_numpy(bool)
+            earlier.loc[before, "primary_cause"] = np.where(
+                flags.any(axis=1), np.array(rest)[flags.argmax(axis=1)], "none"
+            )
+        longer = _truth_window(earlier, as_of, prev_as_of - pd.offsets.MonthEnd(1))
+        ids = pd.Index(records["user_id"].astype(str)[held].unique())
+        truth = pd.concat([truth.drop(ids, errors="ignore"), longer.reindex(ids).dropna(how="all")])
     r = records.assign(user_id=records["user_id"].astype(str)).join(truth, on="user_id")
     flag_cols = [c for c in truth.columns if c.startswith("flag_")]
     r = r.assign(

@@ -216,3 +216,34 @@ def test_fidelity_counts_a_new_regulation_only_for_users_its_rules_now_apply_to(
     assert f["top_cause_match_share"] == 0.5 and f["matched_by_calendar"] == 1
     late = [{"name": "regulation", "start": "2026-07-15", "params": {}}]  # after the new decision
     assert measure_fidelity(records, truth, late)["top_cause_match_share"] == 0.0
+
+
+def test_fidelity_looks_a_month_further_back_for_a_cut_that_was_deferred():
+    records = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c"],
+            "as_of": AS_OF_NEW,
+            "prev_as_of": AS_OF_OLD,
+            "prev_action": ["defer", "defer", "keep"],
+            "cause": ["risk_bureau", "risk_behaviour", "risk_bureau"],
+            "freshness_flag": False,
+            "repaid_in_full_30d": False,
+            "additivity_error": 0.0,
+            "max_unchanged_attribution": 0.0,
+            "reproduced": True,
+        }
+    )
+    truth = pd.concat(
+        [
+            _truth({"a": (), "b": (), "c": ()}),
+            # May: a's bureau event and b's late payment (hidden then by a sync delay, which the
+            # deferral handled); c was not deferred, so May is not c's window
+            _truth(
+                {"a": ("bureau",), "b": ("sync_delay", "behaviour"), "c": ("bureau",)}, "2026-05-01"
+            ),
+        ]
+    )
+    f = measure_fidelity(records, truth)
+    assert f["top_cause_match_share"] == pytest.approx(2 / 3)
+    assert f["no_planted_cause_downgrades"] == 1  # c
+    assert f["sync_delay_cases"] == 0  # the data were current at the new decision
