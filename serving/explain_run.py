@@ -277,6 +277,17 @@ def _new_dated_rule_fired(rules: Any, prev_as_of: pd.Timestamp, as_of: pd.Timest
     return False
 
 
+def _incident_ran(calendar, prev_as_of: pd.Timestamp, as_of: pd.Timestamp) -> bool:
+    """Whether the calendar's sync incident ran at some point between the two decisions."""
+    for e in calendar or []:
+        if e.get("name") == "sync_incident":
+            start = pd.Timestamp(e["start"])
+            end = start + pd.DateOffset(months=int((e.get("params") or {}).get("months", 1)))
+            if start <= as_of and end > prev_as_of:
+                return True
+    return False
+
+
 def planted_causes(
     row: pd.Series, started: frozenset[str], prev_as_of: pd.Timestamp, as_of: pd.Timestamp
 ) -> frozenset[str]:
@@ -284,13 +295,16 @@ def planted_causes(
 
     Data not current comes first and alone (stale data hides whatever else happened, and the
     explanation checks freshness first). Otherwise: every simulator cause flagged in the window;
+    a sync incident the calendar ran in it, for a decision the freshness guard deferred;
     a risk-appetite change the calendar started in it (it moves every user's cut-offs); a
     regulation the calendar started in it, for the users one of its dated rules now applies to;
     a model update when the recorded credit or fraud model version changed.
     """
     if bool(row.get("flag_sync_delay", False)):
         return frozenset({"system_data"})
-    out: set[str] = set(started - {"regulation"})
+    out: set[str] = set(started - {"regulation", "system_data"})
+    if "system_data" in started and str(row.get("action", "")) == "defer":
+        out.add("system_data")  # a sync incident ran, and the guard held this decision back
     if "regulation" in started and _new_dated_rule_fired(row.get("rules_new"), prev_as_of, as_of):
         out.add("regulation")
     for cause, explained in TRUE_CAUSE_EXPLAINED.items():
@@ -356,7 +370,7 @@ def measure_fidelity(
         CALENDAR_CAUSES[e["name"]]
         for e in (calendar or [])
         if e.get("name") in CALENDAR_CAUSES and prev_as_of < pd.Timestamp(e["start"]) <= as_of
-    )
+    ) | frozenset({"system_data"} if _incident_ran(calendar, prev_as_of, as_of) else set())
     planted = [planted_causes(row, started, prev_as_of, as_of) for _, row in r.iterrows()]
     cause = r["cause"].astype(str).to_list()
     match = np.array([c in p for c, p in zip(cause, planted, strict=True)])

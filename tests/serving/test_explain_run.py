@@ -247,3 +247,28 @@ def test_fidelity_looks_a_month_further_back_for_a_cut_that_was_deferred():
     assert f["top_cause_match_share"] == pytest.approx(2 / 3)
     assert f["no_planted_cause_downgrades"] == 1  # c
     assert f["sync_delay_cases"] == 0  # the data were current at the new decision
+
+
+def test_fidelity_credits_a_defer_during_a_sync_incident_to_the_system():
+    records = pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "as_of": AS_OF_NEW,
+            "prev_as_of": AS_OF_OLD,
+            "prev_action": ["keep", "keep"],
+            "action": ["defer", "lower"],
+            "cause": ["system_data", "system_data"],
+            "freshness_flag": True,
+            "repaid_in_full_30d": False,
+            "additivity_error": 0.0,
+            "max_unchanged_attribution": 0.0,
+            "reproduced": True,
+        }
+    )
+    truth = _truth({"a": ("behaviour",), "b": ("behaviour",)})  # both paid late; no stuck payment
+    assert measure_fidelity(records, truth)["top_cause_match_share"] == 0.0
+    incident = [{"name": "sync_incident", "start": "2026-05-01", "params": {"months": 2}}]
+    # a was held back by the guard while the incident ran: the system's doing; b was cut anyway
+    assert measure_fidelity(records, truth, incident)["top_cause_match_share"] == 0.5
+    over = [{"name": "sync_incident", "start": "2026-03-01", "params": {"months": 2}}]
+    assert measure_fidelity(records, truth, over)["top_cause_match_share"] == 0.0
