@@ -473,10 +473,13 @@ def _run_cycle(
     explain_failures: list[dict] = []
     from tqdm import tqdm
 
+    fraud_ref_pd: dict[int, Any] = {}  # fraud version -> PDs on its training reference
     for d in tqdm(months, desc="cycle", unit="month"):
         champ_v = current_version(client, CREDIT_MODEL, CHAMPION)
         fraud_v = current_version(client, FRAUD_MODEL, CHAMPION)
         models = _load_models(tracking_uri, champ_v, fraud_v)
+        if fraud_v not in fraud_ref_pd:
+            fraud_ref_pd[fraud_v] = _reference_scores(tracking_uri, features_dir, models["fraud"], s)
         fpath = feature_table_path(features_dir, d)
         t0 = time.perf_counter()
         _score(fpath, models, policy, decisions_dir, d, s)
@@ -549,6 +552,10 @@ def _run_cycle(
             retrains.append(month_retrain)
 
         t0 = time.perf_counter()
+        fraud_watch = _fraud_watch(fraud_ref_pd, models["fraud"], decisions_path(decisions_dir, d), summary, s)
+        timer.add("monitor", t0)
+
+        t0 = time.perf_counter()
         feats = pd.read_parquet(fpath)
         good = good_repayers(feats, truth, d, horizon, world_end)
         dec = pd.read_parquet(decisions_path(decisions_dir, d))
@@ -569,6 +576,7 @@ def _run_cycle(
             "matured_auc": (summary["performance"].get("matured") or {}).get("auc"),
             "retrain": month_retrain["status"] if month_retrain else None,
             "governance_exceptions": [e.line() for e in exceptions],
+            "fraud": fraud_watch,
             "monitoring_report": str(mon.folder),
         }
         if frozen is not None:
@@ -581,6 +589,41 @@ def _run_cycle(
         months, per_month, retrains, first, reports_dir, timer, s, truth is not None, baseline_dir,
         explain_failures, boot_events,
     )
+
+
+def _reference_scores(tracking_uri: str, features_dir: Path, model, s: CycleSettings):
+    """The model's scores on its own training tables (from its MLflow lineage); None if absent."""
+    from serving.monitor import load_reference
+
+    lineage = champion_lineage(tracking_uri, model.name, int(model.version))
+    paths = reference_paths_for(lineage, features_dir)
+    if not paths:
+        return None
+    ref = load_reference(paths, list(model.features), s.monitor.drift_sample_rows, s.seed)
+    return model.predict_proba(ref)
+
+
+def _fraud_watch(ref_scores, fraud_model, decisions_file: Path, monitor_summary: dict, s: CycleSettings) -> dict:
+    """Fraud signals for people: score PSI against the fraud model's training reference, and
+    fraud flags later cleared (false positives) on the matured decisions the monitor read.
+
+    They raise an alarm in the summary but retrain nothing: only the credit model is retrained.
+    """
+    from serving.drift import psi
+
+    fraud_p = pd.read_parquet(decisions_file, columns=["fraud_p"])["fraud_p"].to_numpy()
+    score_psi = psi(ref_scores, fraud_p, s.monitor.psi_bins) if ref_scores is not None else None
+    mis = (monitor_summary.get("misjudgement") or {}).get("overall") or {}
+    out = {
+        "model_version": int(fraud_model.version),
+        "score_psi": score_psi,
+        "flagged_share": float((fraud_p >= s.monitor.fraud_flag_threshold).mean()) if len(fraud_p) else None,
+        "flags_matured": mis.get("fraud_flagged_matured"),
+        "flags_cleared": mis.get("fraud_flags_cleared"),
+        "false_positive_rate": mis.get("fraud_false_positive_rate"),
+    }
+    out["alarm"] = bool(score_psi is not None and score_psi >= s.monitor.max_score_psi)
+    return out
 
 
 def _governance_exceptions(client, versions: dict[str, int]) -> list:
@@ -639,6 +682,7 @@ def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer:
         "retrains": retrains,
         "promotions": [r for r in retrains if r and r.get("status") == "promoted"],
         "drift_alarms": sum(1 for m in per_month if m["drift_alarm"]),
+        "fraud_alarms": sum(1 for m in per_month if (m.get("fraud") or {}).get("alarm")),
         "explain_failures": explain_failures,
         "timings_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
     }
@@ -703,6 +747,14 @@ def format_summary(summary: dict) -> str:
     for k, v in sorted(causes.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {k:<30} {v}")
     lines.append("")
+    fraud_alarms = [m for m in summary["per_month"] if (m.get("fraud") or {}).get("alarm")]
+    if fraud_alarms:
+        lines.append(
+            f"fraud score drift (PSI >= the score-PSI limit) in {len(fraud_alarms)} month(s), "
+            f"{fraud_alarms[0]['as_of']} .. {fraud_alarms[-1]['as_of']} (max PSI "
+            f"{max(m['fraud']['score_psi'] for m in fraud_alarms):.2f}): the fraud model is not "
+            "retrained by the loop; its owner reviews"
+        )
     lines.append(f"drift alarms: {summary['drift_alarms']}")
     for r in summary["retrains"]:
         if not r:

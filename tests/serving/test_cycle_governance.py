@@ -254,3 +254,38 @@ def test_failing_bootstrap_model_needs_a_recorded_exception_and_never_replaces_a
         .tags["governance.outcome"]
         .startswith(f"refused; champion v{v1} kept")
     )
+
+
+# ---- 3) fraud signals: measured and shown, no automatic fraud retrain ----------------------
+
+
+def test_fraud_watch_alarms_on_fraud_score_drift_and_reports_cleared_flags(tmp_path):
+    from types import SimpleNamespace
+
+    from serving.cycle import CycleSettings, _fraud_watch
+
+    s = CycleSettings(monitor=MonitorSettings(), model={}, gates={})
+    rng = np.random.default_rng(0)
+    ref = rng.beta(1, 30, 5000)  # fraud probabilities on the model's training tables
+    model = SimpleNamespace(version=3)
+    summary = {
+        "misjudgement": {
+            "overall": {
+                "fraud_flagged_matured": 8,
+                "fraud_flags_cleared": 6,
+                "fraud_false_positive_rate": 0.75,
+            }
+        }
+    }
+    same = write_parquet(pd.DataFrame({"fraud_p": ref}), tmp_path / "same.parquet")
+    calm = _fraud_watch(ref, model, same, summary, s)
+    assert calm["score_psi"] == 0.0 and not calm["alarm"]
+    assert (calm["flags_matured"], calm["flags_cleared"], calm["false_positive_rate"]) == (
+        8,
+        6,
+        0.75,
+    )
+    shifted = write_parquet(pd.DataFrame({"fraud_p": ref * 4}), tmp_path / "shifted.parquet")
+    loud = _fraud_watch(ref, model, shifted, {}, s)
+    assert loud["score_psi"] >= s.monitor.max_score_psi and loud["alarm"]
+    assert loud["flagged_share"] == float((ref * 4 >= s.monitor.fraud_flag_threshold).mean())
