@@ -552,7 +552,7 @@ def _run_cycle(
             retrains.append(month_retrain)
 
         t0 = time.perf_counter()
-        fraud_watch = _fraud_watch(fraud_ref_pd, models["fraud"], decisions_path(decisions_dir, d), summary, s)
+        fraud_watch = _fraud_watch(fraud_ref_pd[fraud_v], models["fraud"], decisions_path(decisions_dir, d), summary, s)
         timer.add("monitor", t0)
 
         t0 = time.perf_counter()
