@@ -750,10 +750,9 @@ def format_summary(summary: dict) -> str:
     fraud_alarms = [m for m in summary["per_month"] if (m.get("fraud") or {}).get("alarm")]
     if fraud_alarms:
         lines.append(
-            f"fraud score drift (PSI >= the score-PSI limit) in {len(fraud_alarms)} month(s), "
-            f"{fraud_alarms[0]['as_of']} .. {fraud_alarms[-1]['as_of']} (max PSI "
-            f"{max(m['fraud']['score_psi'] for m in fraud_alarms):.2f}): the fraud model is not "
-            "retrained by the loop; its owner reviews"
+            f"fraud score drift (PSI >= the score-PSI limit) in {len(fraud_alarms)} month(s): "
+            + ", ".join(f"{m['as_of']} ({m['fraud']['score_psi']:.2f})" for m in fraud_alarms)
+            + "; the fraud model is not retrained by the loop, its owner reviews"
         )
     lines.append(f"drift alarms: {summary['drift_alarms']}")
     for r in summary["retrains"]:
