@@ -289,3 +289,52 @@ def test_fraud_watch_alarms_on_fraud_score_drift_and_reports_cleared_flags(tmp_p
     loud = _fraud_watch(ref, model, shifted, {}, s)
     assert loud["score_psi"] >= s.monitor.max_score_psi and loud["alarm"]
     assert loud["flagged_share"] == float((ref * 4 >= s.monitor.fraud_flag_threshold).mean())
+
+
+def test_a_governance_exception_reaches_the_decision_log_and_every_month_it_decides_in(tmp_path):
+    from serving.cycle import _exception_months, _log_bootstrap
+
+    exc = {
+        "name": "fraud",
+        "version": 1,
+        "kind": "bootstrap_gate_override",
+        "failed_gates": ["auc"],
+        "approved": "risk committee: small world",
+        "as_of": "2024-08-31",
+    }
+    events = [
+        {
+            "model": "credit-pd",
+            "version": 1,
+            "status": "promoted",
+            "champion_before": None,
+            "champion_after": 1,
+            "gates": ["auc PASS"],
+            "governance_exception": None,
+        },
+        {
+            "model": "fraud",
+            "version": 1,
+            "status": "governance_exception",
+            "champion_before": None,
+            "champion_after": 1,
+            "gates": ["auc FAIL (short by 0.03)"],
+            "governance_exception": exc,
+        },
+    ]
+    _log_bootstrap(events, "2024-08-31", tmp_path / "log")
+    log = pd.read_parquet(tmp_path / "log" / "model_ops" / "bootstrap" / "as_of=2024-08-31.parquet")
+    row = log.set_index("model").loc["fraud"]
+    assert row["status"] == "governance_exception"
+    assert row["reasons"].startswith(
+        "GOVERNANCE EXCEPTION: failed gates auc; approved: risk committee"
+    )
+    line = "fraud v1 decides although it FAILED gates auc (...)"
+    months = [
+        {"as_of": "2024-09-30", "governance_exceptions": [line]},
+        {"as_of": "2024-10-31", "governance_exceptions": []},
+        {"as_of": "2024-11-30", "governance_exceptions": [line]},
+    ]
+    assert _exception_months(months) == [
+        {"exception": line, "months": ["2024-09-30", "2024-11-30"]}
+    ]
