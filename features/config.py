@@ -73,6 +73,15 @@ class MonitorConfig(_Frozen):
     auto_promote: bool = Field(True, description="promote a challenger that passes the gates")
     bootstrap_months: int = Field(6, ge=2, description="months before the cycle the first models learn from")
     baseline_arm: bool = Field(True, description="also score with the models frozen (the no-loop comparison)")
+    bootstrap_gate_override: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "only when no champion exists at all: let a first model that FAILS its promotion gates "
+            "become champion, recorded as a governance exception. The text says who approved it and "
+            "why (a role, not a person's name). None = never: the loop stops instead"
+        ),
+    )
 
 
 class ScoringConfig(_Frozen):

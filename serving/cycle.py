@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from serving.explain import ADVERSE_ACTIONS, select_downgrades
 from serving.monitor import (
     MonitorSettings,
     champion_lineage,
@@ -34,7 +35,6 @@ from serving.monitor import (
     reference_paths_for,
     run_monitor,
 )
-from serving.performance import DOWNGRADE_ACTIONS
 from serving.retrain import retrain
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class CycleSettings:
     bootstrap_months: int = 6
     html_report: str = "alarm"  # always | alarm | never
     baseline_arm: bool = True
+    bootstrap_gate_override: str | None = None  # who approved a failing first model, and why
     policy_file: str | None = None
     calendar: str | None = None
     max_source_age_days: dict | None = None
@@ -154,19 +155,25 @@ def _manifest_extracted_at(raw_dir: Path) -> pd.Timestamp | None:
 
 
 def bootstrap_models(
-    features_dir: Path, tracking_uri: str, dates: list[pd.Timestamp], s: CycleSettings
-) -> dict[str, int]:
-    """Train and promote the first credit and fraud champions when none is registered."""
-    from training.promote import promote
+    features_dir: Path, tracking_uri: str, dates: list[pd.Timestamp], s: CycleSettings,
+    decision_log_dir: Path | None = None,
+) -> tuple[dict[str, int], list[dict]]:
+    """Train and promote the first credit and fraud champions when none is registered.
+
+    Returns the champion version per model and what happened (one event per model trained).
+    A model that fails its gates never decides silently (`training.promote.promote_first`):
+    an existing champion is kept; with none, only `s.bootstrap_gate_override` lets it decide,
+    as a recorded governance exception; otherwise `GatesRefused` stops the loop.
+    """
+    from training.promote import promote_first
     from training.registry import CHAMPION, current_version
     from training.tracking import open_client
     from training.train import train_on_feature_tables
 
     client = open_client(tracking_uri)
-    out = {}
+    out, events = {}, []
     train_s = [f"{d:%Y-%m-%d}" for d in dates[:-1]]
     oot_s = f"{dates[-1]:%Y-%m-%d}"
-    gate_keys = ("auc_margin", "min_auc", "calibration_tolerance", "psi_alert", "monotone_sample_rows")
     for kind, name in (("credit", CREDIT_MODEL), ("fraud", FRAUD_MODEL)):
         champ = current_version(client, name, CHAMPION) if _has_registered(client, name) else None
         if champ is not None and _trained_on_these_tables(tracking_uri, name, champ):
@@ -180,15 +187,35 @@ def bootstrap_models(
             kind, features_dir, train_s, oot_s, tracking_uri=tracking_uri, settings=s.model,
             gates=s.gates, seed=s.seed, num_threads=s.num_threads,
         )
-        pr = promote(name, res.version, tracking_uri=tracking_uri, **{k: s.gates[k] for k in gate_keys})
-        if not pr.passed:
-            # The very first model has nothing to beat; record why the absolute gates failed
-            # and use it anyway (the loop needs a champion) -- visible in the summary.
-            log.warning("bootstrap %s v%d failed gates %s; making it champion to start the loop",
-                        name, res.version, [g.name for g in pr.gates if not g.passed])
-            client.set_registered_model_alias(name, CHAMPION, str(res.version))
-        out[name] = res.version
-    return out
+        pr, exc = promote_first(name, res.version, tracking_uri=tracking_uri, gates=s.gates,
+                                override=s.bootstrap_gate_override, as_of=oot_s)
+        out[name] = int(pr.champion_after)
+        status = "promoted" if pr.passed else ("governance_exception" if exc else "refused")
+        events.append({
+            "model": name, "version": int(res.version), "status": status,
+            "champion_before": pr.champion_before, "champion_after": int(pr.champion_after),
+            "gates": [g.line() for g in pr.gates],
+            "governance_exception": exc.to_dict() if exc else None,
+        })
+    if decision_log_dir is not None and events:
+        _log_bootstrap(events, oot_s, decision_log_dir)
+    return out, events
+
+
+def _log_bootstrap(events: list[dict], as_of: str, decision_log_dir: Path) -> None:
+    """One model-ops decision-log row per bootstrap model (as retraining writes for its own)."""
+    from features.tables import write_parquet
+
+    rows = pd.DataFrame([{
+        "as_of": pd.Timestamp(as_of), "event": "bootstrap", "model": e["model"], "status": e["status"],
+        "challenger_version": e["version"], "champion_before": e["champion_before"] or -1,
+        "champion_after": e["champion_after"],
+        "reasons": ((e["governance_exception"] and "GOVERNANCE EXCEPTION: failed gates "
+                     + ",".join(e["governance_exception"]["failed_gates"]) + "; approved: "
+                     + e["governance_exception"]["approved"]) or " | ".join(
+                         g for g in e["gates"] if "FAIL" in g)),
+    } for e in events])
+    write_parquet(rows, Path(decision_log_dir) / "model_ops" / "bootstrap" / f"as_of={as_of}.parquet")
 
 
 def _trained_on_these_tables(tracking_uri: str, name: str, version: int) -> bool:
@@ -254,20 +281,41 @@ def _truth(raw_dir: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path)
 
 
-def good_repayers(features: pd.DataFrame, truth: pd.DataFrame | None, as_of: pd.Timestamp, horizon: int) -> pd.Series:
-    """Users who repaid in full in the 30 days before `as_of` and did not default (or bust out)
-    within the horizon after it: truth when the world is simulated, else matured labels."""
-    repaid = features.get("ctx_repaid_in_full_30d", pd.Series(0.0, index=features.index)).fillna(0) == 1
+def good_repayers(
+    features: pd.DataFrame, truth: pd.DataFrame | None, as_of: pd.Timestamp, horizon: int,
+    world_end: pd.Timestamp | None = None,
+) -> pd.Series:
+    """Per user: True = a good repayer, False = not one, <NA> = repaid but outcome not known yet.
+
+    A good repayer repaid in full in the 30 days before `as_of` and did not default (or bust
+    out) within `horizon` months after it. From the simulator's truth when present: a window
+    that runs past `world_end` (the end of the data) is known only if the user went bad before
+    it; from the labels otherwise: known only once `label_default_12m` has matured. A repayer
+    whose outcome is unknown is neither good nor bad (counting them as good would call every
+    downgrade of a not-yet-defaulted user wrongful).
+
+    >>> f = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "ctx_repaid_in_full_30d": [1, 1, 1, 0],
+    ...                   "label_default_12m": [0, 1, None, 0], "label_default_12m_matured": [True, True, False, True]})
+    >>> good_repayers(f, None, pd.Timestamp("2024-01-31"), 12).tolist()
+    [True, False, <NA>, False]
+    """
+    repaid = features.get("ctx_repaid_in_full_30d", pd.Series(0.0, index=features.index)).fillna(0).to_numpy() == 1
     if truth is not None:
         t = features[["user_id"]].merge(truth, on="user_id", how="left")
         end = as_of + pd.DateOffset(months=horizon)
         bad = t["default_date"].notna() & (t["default_date"] <= end)
         if "fraud_date" in t.columns:
             bad = bad | (t["fraud_date"].notna() & (t["fraud_date"] <= end))
-        good = ~bad.to_numpy()
+        bad = bad.to_numpy()
+        known = bad | (world_end is None or end <= world_end)
     else:
-        good = (features["label_default_12m"] == 0).to_numpy()
-    return pd.Series(repaid.to_numpy() & good, index=features["user_id"].to_numpy())
+        label = features["label_default_12m"]
+        matured = features.get("label_default_12m_matured", label.notna())
+        known = (matured.fillna(False).astype(bool) & label.notna()).to_numpy()
+        bad = (label == 1).to_numpy()
+    good = pd.array(repaid & ~bad, dtype="boolean")
+    good[repaid & ~known] = pd.NA
+    return pd.Series(good, index=features["user_id"].astype(str).to_numpy())
 
 
 def outcome_rates(
@@ -300,35 +348,60 @@ def outcome_rates(
 
 
 def month_stats(
-    features: pd.DataFrame, decisions: pd.DataFrame, good: pd.Series, explanations: pd.DataFrame | None
+    decisions: pd.DataFrame, previous: pd.DataFrame | None, good: pd.Series,
+    explanations: pd.DataFrame | None,
 ) -> dict:
-    """Actions, downgrades by cause, and wrongful post-repayment downgrades."""
-    dec = decisions.set_index("user_id")
-    down = dec["action"].isin(DOWNGRADE_ACTIONS)
-    g = good.reindex(dec.index).fillna(False).astype(bool)
+    """Adverse actions, downgrades by cause, and wrongful post-repayment downgrades for one month.
+
+    A downgrade is what `creditline explain` explains: `serving.explain.select_downgrades`
+    against the `previous` decisions (the usable line fell, or an adverse decision was
+    deferred). A user frozen in both months had an adverse action but no new downgrade; with no
+    previous decision there are no downgrades. `adverse_actions` counts every lower, freeze,
+    close or defer. Causes come from `explanations` (records of `explain_downgrades`), every
+    downgrade without a record is `not_explained`; without explanations (the no-loop arm),
+    from the first policy rule that fired, else `model_score`.
+    """
+    dec = decisions.assign(user_id=decisions["user_id"].astype(str)).set_index("user_id")
+    adverse = dec["action"].isin(ADVERSE_ACTIONS)
+    down_ids = set() if previous is None else set(select_downgrades(decisions, previous)["user_id"])
+    down = pd.Series(dec.index.isin(list(down_ids)), index=dec.index)
+    g = good.reindex(dec.index)
+    known_good = g.fillna(False).astype(bool)
+    unknown = g.isna()
     out = {
         "users": int(len(dec)),
         "actions": {a: int(n) for a, n in dec["action"].value_counts().sort_index().items()},
+        "adverse_actions": int(adverse.sum()),
         "downgrades": int(down.sum()),
-        "good_repayers": int(g.sum()),
-        "wrongful_post_repayment_downgrades": int((down & g).sum()),
+        "good_repayers": int(known_good.sum()),
+        "repayers_outcome_unknown": int(unknown.sum()),
+        "wrongful_post_repayment_downgrades": int((down & known_good).sum()),
+        "downgraded_repayers_outcome_unknown": int((down & unknown).sum()),
         "mean_pd": float(dec["pd"].mean()),
     }
-    out["downgrades_by_cause"] = _causes(dec.loc[down], explanations)
+    out["downgrades_by_cause"] = _causes(dec.loc[down.to_numpy()], explanations)
     return out
 
 
 def _causes(down: pd.DataFrame, explanations: pd.DataFrame | None) -> dict[str, int]:
-    if explanations is not None and len(explanations):
-        col = next((c for c in ("primary_cause", "cause", "top_cause") if c in explanations.columns), None)
-        if col is not None:
-            e = explanations.drop_duplicates("user_id").set_index("user_id")[col]
-            causes = e.reindex(down.index).fillna("unexplained")
-            return {str(k): int(v) for k, v in causes.value_counts().sort_index().items()}
+    if explanations is not None:
+        col = next((c for c in ("cause", "primary_cause", "top_cause") if c in explanations.columns), None)
+        if col is None and len(explanations):
+            raise ValueError(f"explanation records lack a cause column (have {list(explanations.columns)[:10]})")
+        e = (explanations.assign(user_id=explanations["user_id"].astype(str)).drop_duplicates("user_id")
+             .set_index("user_id")[col] if col else pd.Series(dtype=object))
+        causes = e.reindex(down.index).fillna("not_explained")
+        return {str(k): int(v) for k, v in causes.value_counts().sort_index().items()}
     # Without explanations: the policy rules that fired, else "model score".
     rules = down.get("rules_fired", pd.Series("", index=down.index)).fillna("")
     first = rules.str.split(";").str[0].replace("", "model_score")
     return {str(k): int(v) for k, v in first.value_counts().sort_index().items()}
+
+
+def _previous_decisions(decisions_dir: Path, months: list[pd.Timestamp], as_of: pd.Timestamp) -> pd.DataFrame | None:
+    """The decisions of the cycle month before `as_of` (None in the first month)."""
+    i = months.index(as_of)
+    return pd.read_parquet(decisions_path(decisions_dir, months[i - 1])) if i else None
 
 
 def _read_explanations(explanations_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
@@ -382,7 +455,7 @@ def _run_cycle(
 
     t0 = time.perf_counter()
     client = open_client(tracking_uri)
-    first = bootstrap_models(features_dir, tracking_uri, boot, s)
+    first, boot_events = bootstrap_models(features_dir, tracking_uri, boot, s, decisions_dir / "log")
     timer.add("bootstrap_training", t0)
     calendar = s.calendar
     if calendar is None and (raw_dir.parent / "truth" / "scenario_calendar.json").exists():
@@ -400,10 +473,13 @@ def _run_cycle(
     explain_failures: list[dict] = []
     from tqdm import tqdm
 
+    fraud_ref_pd: dict[int, Any] = {}  # fraud version -> PDs on its training reference
     for d in tqdm(months, desc="cycle", unit="month"):
         champ_v = current_version(client, CREDIT_MODEL, CHAMPION)
         fraud_v = current_version(client, FRAUD_MODEL, CHAMPION)
         models = _load_models(tracking_uri, champ_v, fraud_v)
+        if fraud_v not in fraud_ref_pd:
+            fraud_ref_pd[fraud_v] = _reference_scores(tracking_uri, features_dir, models["fraud"], s)
         fpath = feature_table_path(features_dir, d)
         t0 = time.perf_counter()
         _score(fpath, models, policy, decisions_dir, d, s)
@@ -435,6 +511,10 @@ def _run_cycle(
             log_to_mlflow=True, seed=s.seed,
         )
         summary = mon.summary
+        exceptions = _governance_exceptions(client, {CREDIT_MODEL: champ_v, FRAUD_MODEL: fraud_v})
+        if exceptions and mon.mlflow_run_id:
+            client.set_tag(mon.mlflow_run_id, "creditline.governance_exceptions",
+                           " | ".join(e.line() for e in exceptions)[:4900])
         onset = summary["trigger"]["retrain"] and not (per_month and per_month[-1]["drift_alarm"])
         if onset and s.html_report == "alarm" and mon.html_path is None:
             # A person will look at a new alarm: give them the distributions too (once per
@@ -472,31 +552,85 @@ def _run_cycle(
             retrains.append(month_retrain)
 
         t0 = time.perf_counter()
+        fraud_watch = _fraud_watch(fraud_ref_pd[fraud_v], models["fraud"], decisions_path(decisions_dir, d), summary, s)
+        timer.add("monitor", t0)
+
+        t0 = time.perf_counter()
         feats = pd.read_parquet(fpath)
-        good = good_repayers(feats, truth, d, horizon)
+        good = good_repayers(feats, truth, d, horizon, world_end)
         dec = pd.read_parquet(decisions_path(decisions_dir, d))
+        prev = _previous_decisions(decisions_dir, months, d)
+        explained = None
+        if prev is not None and not (explain_failures and explain_failures[-1]["as_of"] == f"{d:%Y-%m-%d}"):
+            explained = _read_explanations(explanations_dir, d)
+        if prev is not None and explained is None:  # explain failed: every downgrade is not_explained
+            explained = pd.DataFrame({"user_id": pd.Series(dtype=str), "cause": pd.Series(dtype=str)})
         row = {
             "as_of": f"{d:%Y-%m-%d}", "credit_model_version": int(champ_v), "fraud_model_version": int(fraud_v),
             **outcome_rates(feats, truth, d, horizon, world_end),
-            "loop": month_stats(feats, dec, good, _read_explanations(explanations_dir, d)),
+            "loop": month_stats(dec, prev, good, explained),
             "drift_alarm": bool(summary["trigger"]["retrain"]),
             "alarm_reasons": summary["trigger"]["reasons"],
             "score_psi": summary["score"]["psi"],
             "drifted_share": summary["drift"]["drifted_share"],
             "matured_auc": (summary["performance"].get("matured") or {}).get("auc"),
             "retrain": month_retrain["status"] if month_retrain else None,
+            "governance_exceptions": [e.line() for e in exceptions],
+            "fraud": fraud_watch,
             "monitoring_report": str(mon.folder),
         }
         if frozen is not None:
             base = pd.read_parquet(decisions_path(baseline_dir, d))
-            row["no_loop"] = month_stats(feats, base, good, None)
+            row["no_loop"] = month_stats(base, _previous_decisions(baseline_dir, months, d), good, None)
         per_month.append(row)
         timer.add("evaluation", t0)
 
     return _write_summary(
         months, per_month, retrains, first, reports_dir, timer, s, truth is not None, baseline_dir,
-        explain_failures,
+        explain_failures, boot_events,
     )
+
+
+def _reference_scores(tracking_uri: str, features_dir: Path, model, s: CycleSettings):
+    """The model's scores on its own training tables (from its MLflow lineage); None if absent."""
+    from serving.monitor import load_reference
+
+    lineage = champion_lineage(tracking_uri, model.name, int(model.version))
+    paths = reference_paths_for(lineage, features_dir)
+    if not paths:
+        return None
+    ref = load_reference(paths, list(model.features), s.monitor.drift_sample_rows, s.seed)
+    return model.predict_proba(ref)
+
+
+def _fraud_watch(ref_scores, fraud_model, decisions_file: Path, monitor_summary: dict, s: CycleSettings) -> dict:
+    """Fraud signals for people: score PSI against the fraud model's training reference, and
+    fraud flags later cleared (false positives) on the matured decisions the monitor read.
+
+    They raise an alarm in the summary but retrain nothing: only the credit model is retrained.
+    """
+    from serving.drift import psi
+
+    fraud_p = pd.read_parquet(decisions_file, columns=["fraud_p"])["fraud_p"].to_numpy()
+    score_psi = psi(ref_scores, fraud_p, s.monitor.psi_bins) if ref_scores is not None else None
+    mis = (monitor_summary.get("misjudgement") or {}).get("overall") or {}
+    out = {
+        "model_version": int(fraud_model.version),
+        "score_psi": score_psi,
+        "flagged_share": float((fraud_p >= s.monitor.fraud_flag_threshold).mean()) if len(fraud_p) else None,
+        "flags_matured": mis.get("fraud_flagged_matured"),
+        "flags_cleared": mis.get("fraud_flags_cleared"),
+        "false_positive_rate": mis.get("fraud_false_positive_rate"),
+    }
+    out["alarm"] = bool(score_psi is not None and score_psi >= s.monitor.max_score_psi)
+    return out
+
+
+def _governance_exceptions(client, versions: dict[str, int]) -> list:
+    """Recorded exceptions of the model versions deciding this month (training.promote)."""
+    from training.promote import governance_exception
+
+    return [e for name, v in versions.items() if (e := governance_exception(client, name, v)) is not None]
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -505,7 +639,7 @@ def _rate(num: int, den: int) -> float | None:
 
 def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer: _Timer,
                    s: CycleSettings, has_truth: bool, baseline_dir: Path,
-                   explain_failures: list[dict]) -> CycleResult:
+                   explain_failures: list[dict], boot_events: list[dict]) -> CycleResult:
     from features.tables import write_json, write_text
     from serving.monitor import _jsonable
 
@@ -513,22 +647,42 @@ def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer:
         rows = [m[arm] for m in per_month if arm in m]
         wrong = sum(r["wrongful_post_repayment_downgrades"] for r in rows)
         good = sum(r["good_repayers"] for r in rows)
+        wrong_unknown = sum(r["downgraded_repayers_outcome_unknown"] for r in rows)
+        unknown = sum(r["repayers_outcome_unknown"] for r in rows)
         return {"wrongful_post_repayment_downgrades": wrong, "good_repayer_months": good,
-                "per_10k_good_repayers": _rate(wrong, good)}
+                "per_10k_good_repayers": _rate(wrong, good),
+                "repayer_months_outcome_unknown": unknown,
+                # The old, unsound reading (every repayer not yet bad counted as good), kept
+                # only to show how much of a figure rests on outcomes nobody has seen yet.
+                "provisional_per_10k_counting_unknown_as_good": _rate(wrong + wrong_unknown, good + unknown)}
 
+    # The arms decide identically until the loop's models first differ from the frozen ones;
+    # only the months after that can show what the loop changed.
+    differ = [m for m in per_month
+              if (m["credit_model_version"], m["fraud_model_version"]) != (first[CREDIT_MODEL], first[FRAUD_MODEL])]
     summary = {
         "from": f"{months[0]:%Y-%m-%d}", "to": f"{months[-1]:%Y-%m-%d}", "months": len(months),
         "bootstrap_models": first,
+        "bootstrap_events": boot_events,
+        "governance_exceptions": _exception_months(per_month),
         "good_repayer_definition": (
             "repaid in full in the 30 days before the as-of and no default/bust-out within "
             f"{s.monitor.label_horizon_months} months after it ("
-            + ("simulator truth" if has_truth else "matured labels") + ")"
+            + ("simulator truth" if has_truth else "matured labels")
+            + "); repayers whose window has not closed by the end of the data are left out"
         ),
-        "headline": {"with_loop": headline("loop")},
+        "downgrade_definition": (
+            "usable line lower than at the previous month's decision, or an adverse decision "
+            "deferred (serving.explain.select_downgrades, as creditline explain); none in the first month"
+        ),
+        "headline": {"with_loop": headline("loop"),
+                     "months_models_differ": [m["as_of"] for m in differ],
+                     "good_repayer_months_while_models_differ": sum(m["loop"]["good_repayers"] for m in differ)},
         "per_month": per_month,
         "retrains": retrains,
         "promotions": [r for r in retrains if r and r.get("status") == "promoted"],
         "drift_alarms": sum(1 for m in per_month if m["drift_alarm"]),
+        "fraud_alarms": sum(1 for m in per_month if (m.get("fraud") or {}).get("alarm")),
         "explain_failures": explain_failures,
         "timings_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
     }
@@ -542,33 +696,64 @@ def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer:
     return CycleResult(summary, path, text_path, timer.seconds)
 
 
+def _exception_months(per_month: list[dict]) -> list[dict]:
+    """Each governance exception once, with the months it decided in."""
+    seen: dict[str, list[str]] = {}
+    for m in per_month:
+        for line in m.get("governance_exceptions", []):
+            seen.setdefault(line, []).append(m["as_of"])
+    return [{"exception": k, "months": v} for k, v in seen.items()]
+
+
 def format_summary(summary: dict) -> str:
     """The cycle summary as a plain-text report."""
     def f(x, spec=".4f"):
         return "n/a" if x is None else format(x, spec)
 
     lines = [f"creditline cycle {summary['from']} .. {summary['to']} ({summary['months']} months)", ""]
-    lines.append("month       credit  users  mean_pd  default  fraud   downgrades  wrongful/good   alarm  retrain")
+    for e in summary.get("governance_exceptions", []):
+        lines.append(f"GOVERNANCE EXCEPTION in {len(e['months'])} month(s) ({e['months'][0]} .. "
+                     f"{e['months'][-1]}): {e['exception']}")
+    for e in summary.get("bootstrap_events", []):
+        if e["status"] == "refused":
+            lines.append(f"bootstrap {e['model']} v{e['version']} failed its gates: champion "
+                         f"v{e['champion_after']} kept, v{e['version']} left as @challenger")
+    if lines[-1]:
+        lines.append("")
+    lines.append("month       credit  users  mean_pd  default  fraud   adverse  downgrades  "
+                 "wrongful/good  unknown  alarm  retrain")
     for m in summary["per_month"]:
         r = m["loop"]
         lines.append(
             f"{m['as_of']}  v{m['credit_model_version']:<5} {r['users']:>6}  {f(r['mean_pd'])}  "
             f"{f(m.get('default_rate'))}{'*' if m.get('default_window_months_observed') is not None else ' '} "
-            f"{f(m.get('fraud_rate'))}  {r['downgrades']:>10}  "
-            f"{r['wrongful_post_repayment_downgrades']:>6}/{r['good_repayers']:<7}  "
+            f"{f(m.get('fraud_rate'))}  {r['adverse_actions']:>7}  {r['downgrades']:>10}  "
+            f"{r['wrongful_post_repayment_downgrades']:>6}/{r['good_repayers']:<6}  "
+            f"{r['repayers_outcome_unknown']:>7}  "
             f"{'YES' if m['drift_alarm'] else '-':>5}  {m['retrain'] or '-'}"
         )
     if any(m.get("default_window_months_observed") is not None for m in summary["per_month"]):
         lines.append("* default window cut by the end of the data: a lower bound")
+    lines.append("adverse = every lower/freeze/close/defer; downgrades = " + summary["downgrade_definition"])
+    lines.append("unknown = repayers whose outcome window has not closed by the end of the data "
+                 "(neither good nor bad)")
     lines.append("")
-    lines.append("downgrades by cause (with the loop):")
     causes: dict[str, int] = {}
     for m in summary["per_month"]:
         for k, v in m["loop"]["downgrades_by_cause"].items():
             causes[k] = causes.get(k, 0) + v
-    for k, v in sorted(causes.items(), key=lambda kv: -kv[1]):
+    total = sum(m["loop"]["downgrades"] for m in summary["per_month"])
+    lines.append(f"downgrades by cause (with the loop; {total} downgrades, {sum(causes.values())} by cause):")
+    for k, v in sorted(causes.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {k:<30} {v}")
     lines.append("")
+    fraud_alarms = [m for m in summary["per_month"] if (m.get("fraud") or {}).get("alarm")]
+    if fraud_alarms:
+        lines.append(
+            f"fraud score drift (PSI >= the score-PSI limit) in {len(fraud_alarms)} month(s): "
+            + ", ".join(f"{m['as_of']} ({m['fraud']['score_psi']:.2f})" for m in fraud_alarms)
+            + "; the fraud model is not retrained by the loop, its owner reviews"
+        )
     lines.append(f"drift alarms: {summary['drift_alarms']}")
     for r in summary["retrains"]:
         if not r:
@@ -588,11 +773,24 @@ def format_summary(summary: dict) -> str:
     lines.append("")
     h = summary["headline"]
     lines.append("HEADLINE: wrongful post-repayment downgrades per 10k good repayers")
-    lines.append(f"  with the retraining loop:    {f(h['with_loop']['per_10k_good_repayers'], '.1f')} "
-                 f"({h['with_loop']['wrongful_post_repayment_downgrades']} of {h['with_loop']['good_repayer_months']} good-repayer months)")
+    arms = [("with the retraining loop:   ", "with_loop")]
     if "without_loop" in h:
-        lines.append(f"  without it (models frozen): {f(h['without_loop']['per_10k_good_repayers'], '.1f')} "
-                     f"({h['without_loop']['wrongful_post_repayment_downgrades']} of {h['without_loop']['good_repayer_months']})")
+        arms.append(("without it (models frozen):", "without_loop"))
+    for label, key in arms:
+        a = h[key]
+        lines.append(
+            f"  {label} {f(a['per_10k_good_repayers'], '.1f')} ({a['wrongful_post_repayment_downgrades']} of "
+            f"{a['good_repayer_months']} good-repayer months; {a['repayer_months_outcome_unknown']} repayer months "
+            f"with unknown outcome left out; provisional, counting them as good: "
+            f"{f(a['provisional_per_10k_counting_unknown_as_good'], '.1f')})"
+        )
+    differ = h["months_models_differ"]
+    lines.append(
+        f"  the arms use different models in {len(differ)} month(s)"
+        + (f" ({differ[0]} .. {differ[-1]}), with {h['good_repayer_months_while_models_differ']} "
+           "good-repayer months of known outcome" if differ else "")
+        + "; before that they decide identically"
+    )
     lines.append(f"  good repayer: {summary['good_repayer_definition']}")
     lines.append("")
     lines.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["timings_seconds"].items()))
@@ -604,16 +802,20 @@ def cycle_settings(
     baseline_arm: bool | None = None,
 ) -> CycleSettings:
     """CycleSettings from plain config sections (dicts from `model_dump()`)."""
+    from features.config import MonitorConfig
+
+    m = {**MonitorConfig().model_dump(), **monitor}  # defaults from the config, one source
     return CycleSettings(
-        monitor=MonitorSettings.from_mapping(monitor),
+        monitor=MonitorSettings.from_mapping(m),
         model=model,
         gates=gates,
-        retrain_window_months=monitor.get("retrain_window_months", 6),
-        retrain_cooldown_months=monitor.get("retrain_cooldown_months", 3),
-        auto_promote=monitor.get("auto_promote", True),
-        bootstrap_months=monitor.get("bootstrap_months", 6),
-        html_report=monitor.get("html_report", "alarm"),
-        baseline_arm=monitor.get("baseline_arm", True) if baseline_arm is None else baseline_arm,
+        retrain_window_months=m["retrain_window_months"],
+        retrain_cooldown_months=m["retrain_cooldown_months"],
+        auto_promote=m["auto_promote"],
+        bootstrap_months=m["bootstrap_months"],
+        html_report=m["html_report"],
+        baseline_arm=m["baseline_arm"] if baseline_arm is None else baseline_arm,
+        bootstrap_gate_override=m["bootstrap_gate_override"],
         policy_file=scoring.get("policy_file"),
         calendar=scoring.get("calendar"),
         max_source_age_days=scoring.get("max_source_age_days"),

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from features.config import MonitorConfig
 from serving.drift import feature_drift, psi, write_drift_report_html
 from serving.performance import (
     DEFAULT_PD_BANDS,
@@ -46,26 +47,31 @@ class ScoringModel(Protocol):
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...
 
 
+def _default(name: str) -> Any:
+    """The default of `MonitorConfig.<name>`: the config is the one source of defaults."""
+    return MonitorConfig.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class MonitorSettings:
-    """Plain values taken from `MonitorConfig` (see features/config.py for meanings)."""
+    """Plain values taken from `MonitorConfig` (see features/config.py for meanings and defaults)."""
 
-    drift_method: str = "wasserstein"
-    drift_threshold: float = 0.1
-    min_feature_psi: float = 0.1
-    drift_sample_rows: int = 20_000
-    psi_bins: int = 10
-    important_features_top_k: int = 15
-    label_horizon_months: int = 12
-    label_margin_days: int = 14
-    min_matured_rows: int = 500
-    segments: tuple[str, ...] = ("pd_band", "ctx_repaid_in_full_30d", "ctx_income_band")
-    fraud_flag_threshold: float = 0.5
-    max_drifted_share: float = 0.5
-    max_score_psi: float = 0.25
-    max_gini_drop: float = 0.05
-    max_calibration_gap: float = 0.01
-    max_wrongful_excess: float = 0.1
+    drift_method: str = _default("drift_method")
+    drift_threshold: float = _default("drift_threshold")
+    min_feature_psi: float = _default("min_feature_psi")
+    drift_sample_rows: int = _default("drift_sample_rows")
+    psi_bins: int = _default("psi_bins")
+    important_features_top_k: int = _default("important_features_top_k")
+    label_horizon_months: int = _default("label_horizon_months")
+    label_margin_days: int = _default("label_margin_days")
+    min_matured_rows: int = _default("min_matured_rows")
+    segments: tuple[str, ...] = _default("segments")
+    fraud_flag_threshold: float = _default("fraud_flag_threshold")
+    max_drifted_share: float = _default("max_drifted_share")
+    max_score_psi: float = _default("max_score_psi")
+    max_gini_drop: float = _default("max_gini_drop")
+    max_calibration_gap: float = _default("max_calibration_gap")
+    max_wrongful_excess: float = _default("max_wrongful_excess")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> MonitorSettings:

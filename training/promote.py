@@ -11,6 +11,7 @@ A refusal names the failing gate and the shortfall. Results are tags on the vers
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -269,3 +270,112 @@ def gates_report(result: PromotionResult) -> str:
         else f"{result.name} v{result.version}: REFUSED (failed: {', '.join(g.name for g in result.failed())})"
     )
     return "\n".join([head, *("  " + g.line() for g in result.gates)])
+
+
+GATE_KEYS = ("auc_margin", "min_auc", "calibration_tolerance", "psi_alert", "monotone_sample_rows")
+EXCEPTION_TAG = "governance.exception"
+BOOTSTRAP_OVERRIDE = "bootstrap_gate_override"
+
+
+class GatesRefused(ValueError):
+    """A model failed its gates and nothing may decide in its place."""
+
+
+@dataclass(frozen=True)
+class GovernanceException:
+    """A model version deciding lines although it failed its promotion gates, and who allowed it."""
+
+    name: str
+    version: int
+    kind: str
+    failed_gates: tuple[str, ...]
+    approved: str  # who approved and why, as configured
+    as_of: str  # the date the exception was granted
+
+    def tags(self) -> dict[str, str]:
+        return {
+            EXCEPTION_TAG: self.kind,
+            "governance.failed_gates": ",".join(self.failed_gates),
+            "governance.approved": self.approved,
+            "governance.as_of": self.as_of,
+        }
+
+    def line(self) -> str:
+        return (
+            f"{self.name} v{self.version} decides although it FAILED gates {', '.join(self.failed_gates)} "
+            f"({self.kind} of {self.as_of}; approved: {self.approved})"
+        )
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "failed_gates": list(self.failed_gates)}
+
+
+def governance_exception(client, name: str, version: int) -> GovernanceException | None:
+    """The exception recorded on a model version's tags, if any."""
+    tags = client.get_model_version(name, str(version)).tags or {}
+    if EXCEPTION_TAG not in tags:
+        return None
+    return GovernanceException(
+        name,
+        int(version),
+        tags[EXCEPTION_TAG],
+        tuple(g for g in tags.get("governance.failed_gates", "").split(",") if g),
+        tags.get("governance.approved", ""),
+        tags.get("governance.as_of", ""),
+    )
+
+
+def promote_first(
+    name: str,
+    version: int,
+    *,
+    tracking_uri: str,
+    gates: dict,
+    override: str | None,
+    as_of: str,
+) -> tuple[PromotionResult, GovernanceException | None]:
+    """Promote a bootstrap model through the gates; never let a failing one decide silently.
+
+    - passes: it is champion;
+    - fails while a champion exists: the champion stays, the new version stays @challenger
+      (tagged `governance.outcome`);
+    - fails with no champion at all: with `override` (who approved, why) it becomes champion
+      and the exception is recorded as tags on the version; without it, `GatesRefused`.
+    """
+    from training.registry import CHAMPION
+    from training.tracking import open_client
+
+    pr = promote(name, version, tracking_uri=tracking_uri, **{k: gates[k] for k in GATE_KEYS})
+    if pr.passed:
+        return pr, None
+    client = open_client(tracking_uri)
+    failed = tuple(g.name for g in pr.failed())
+    if pr.champion_before is not None:
+        client.set_model_version_tag(
+            name,
+            str(version),
+            "governance.outcome",
+            f"refused; champion v{pr.champion_before} kept",
+        )
+        log.warning(
+            "%s v%d failed gates %s: champion v%d stays, v%d stays @challenger",
+            name,
+            version,
+            list(failed),
+            pr.champion_before,
+            version,
+        )
+        return pr, None
+    if not override:
+        raise GatesRefused(
+            f"{gates_report(pr)}\n{name} v{version} failed the promotion gates and no champion exists "
+            "to keep deciding, so the loop cannot start. Train on more data (a larger world), or, "
+            'to start anyway, set [monitor] bootstrap_gate_override = "<who approved and why>" in '
+            "creditline.toml: the model then decides as a recorded governance exception."
+        )
+    exc = GovernanceException(name, int(version), BOOTSTRAP_OVERRIDE, failed, override, as_of)
+    for k, v in exc.tags().items():
+        client.set_model_version_tag(name, str(version), k, v)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    log.warning("GOVERNANCE EXCEPTION: %s", exc.line())
+    return PromotionResult(name, int(version), False, pr.gates, None, int(version)), exc

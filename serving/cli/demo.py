@@ -16,6 +16,12 @@ def demo(
     months: int = typer.Option(24, "--months", help="Months to simulate."),
     seed: int = typer.Option(7, "--seed", help="Random seed."),
     cycle: bool = typer.Option(True, "--cycle/--no-cycle", help="Run the monthly loop on the world."),
+    override: str = typer.Option(
+        None,
+        "--bootstrap-gate-override",
+        help="Who approved letting a first model that fails its gates decide, and why (recorded as a "
+        "governance exception; default: [monitor] bootstrap_gate_override, normally none).",
+    ),
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Simulate a world with every scenario into the data folder, then run the monthly loop on it.
@@ -58,7 +64,8 @@ def demo(
             explanations_dir=p.explanations, reports_dir=p.reports, quarantine_dir=p.quarantine,
             tracking_uri=tracking_uri(p.mlruns),
             settings=cycle_settings(
-                monitor=cfg.monitor.model_dump(), model=cfg.model.model_dump(),
+                monitor={**cfg.monitor.model_dump(), **({"bootstrap_gate_override": override} if override else {})},
+                model=cfg.model.model_dump(),
                 gates=cfg.gates.model_dump(), scoring=scoring, seed=cfg.training.seed,
                 num_threads=cfg.training.num_threads,
             ),
