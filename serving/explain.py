@@ -588,7 +588,8 @@ def explain_downgrades(
             rs,
             m1[i] - m2[i],
             cut_old - cut_new,
-            new_rules[i] - old_rules[i],
+            # a continuing downgrade blamed on a rule that already fired lists that rule too
+            new_rules[i] if cause == "regulation" else new_rules[i] - old_rules[i],
             stale[i],
             c_old.version,
             c_new.version,

@@ -239,3 +239,31 @@ def test_unchanged_world_has_no_downgrades(world):
         assert (res.records["n_changed_features"] == 0).all()
         assert (res.records["step_data"] == 0).all()
     assert isinstance(res.records, pd.DataFrame)
+
+
+def test_a_deferred_kyc_freeze_going_ahead_leads_with_the_rule(world):
+    # The old decision was a KYC freeze deferred on stale data; now the data are current and
+    # the freeze goes ahead. Nothing else changed: the cause is the rule, and so is the first reason.
+    i = _pick(world)
+    m, policy = world["models"], world["policy"]
+    old = world["old"].copy()
+    old.loc[i, ["ctx_kyc_expiry_days", "fresh_sync_lag_flag"]] = [-5.0, 1.0]
+    dec_old = decide(
+        old, m["credit"], m["fraud"], policy, AS_OF_OLD, old["ctx_line_cny"].to_numpy()
+    )
+    assert dec_old["action"].iat[i] == "defer"
+    new = old.assign(as_of=AS_OF_NEW)
+    new.loc[i, "fresh_sync_lag_flag"] = 0.0
+    dec_new = decide(
+        new, m["credit"], m["fraud"], policy, AS_OF_NEW, dec_old["new_line_cny"].to_numpy(), dec_old
+    )
+    assert dec_new["action"].iat[i] == "freeze"
+    uid = old["user_id"].iat[i]
+    res = explain_downgrades(
+        dec_new, dec_old, new, old, m["credit"], m["credit"], m["fraud"], m["fraud"],
+        policy, policy, AS_OF_NEW, AS_OF_OLD, users=[uid], n_threads=1,
+    )  # fmt: skip
+    rec, det = res.records.iloc[0], res.details[0]
+    assert rec["cause"] == "regulation"
+    assert det["reasons"][0]["cause"] == "regulation"
+    assert "REG-KYC" in det["reasons"][0]["text_en"]
