@@ -408,8 +408,14 @@ def _previous_for_chunk(
     matched = prev.column("matched").to_numpy(zero_copy_only=False).astype(bool)
     if not matched.any():
         return line, band, rules
-    cols = ["new_line_cny", *PREVIOUS_COLUMNS]
-    earlier = prev.filter(pa.array(matched)).select(cols).to_pandas()
+    earlier = prev.filter(pa.array(matched))
+    # few distinct actions, bands and rule lists: categoricals convert once per distinct value
+    earlier = pa.table(
+        {
+            "new_line_cny": earlier.column("new_line_cny"),
+            **{c: pc.dictionary_encode(earlier.column(c)) for c in PREVIOUS_COLUMNS},
+        }
+    ).to_pandas()
     earlier.insert(0, "user_id", user_ids[matched])
     line = line.copy()
     line[matched] = earlier["new_line_cny"].to_numpy(np.float64)
