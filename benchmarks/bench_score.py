@@ -5,10 +5,16 @@
 Builds a synthetic feature table with the feature table's layout (features, ctx_, fresh_ columns),
 trains a realistic credit model (400 trees x 63 leaves) and fraud model (200 x 31) on 30k rows,
 then for each size, in one process: bare predict of both boosters on the table's matrix, and the
-job (`score_batch`: validation, chunked read, predict, policy, decisions + log). Prints one JSON
-line per figure. The job's time ratio is reported with and without file I/O (validation reads +
-digest, chunk reads, writes). The job runs in a fresh process (models loaded from files) so its
-peak resident memory (ru_maxrss) is its own; bare predict runs in this process.
+job (`score_batch`: validation, chunked read, previous-decision join, predict, policy, decisions
++ log). A previous month's decisions file (95% of the users, 5% of them deferred) sits beside the
+output, so the job looks up every user's previous line, band and rules as the nightly run does.
+Prints one JSON line per figure. The job's time ratio is reported with and without file I/O
+(validation reads + digest, chunk reads, writes; the previous-decision join counts as work, not
+I/O). The job runs in a fresh process (models loaded from files); its peak resident memory is
+VmHWM from /proc/self/status, the high-water mark of its own address space. (ru_maxrss is not
+used: after subprocess's vfork+exec it also holds the parent's high-water mark, which here is the
+bare-predict matrix, so it grew with the table whatever the job did.) Bare predict runs in this
+process. After the last size, one line compares the peak memory of the largest and smallest size.
 """
 
 from __future__ import annotations
@@ -122,6 +128,41 @@ def _write_table(path: Path, n: int, seed: int, as_of: str, part_rows: int = 100
     writer.close()
 
 
+def _write_previous(path: Path, n: int, seed: int, part_rows: int = 100_000) -> None:
+    """Last month's decisions for 95% of the table's users (id order, as the job writes them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    for start in range(0, n, part_rows):
+        m = min(part_rows, n - start)
+        rng = np.random.default_rng(seed + start)
+        ids = np.arange(start, start + m)[rng.uniform(size=m) < 0.95]
+        k = len(ids)
+        table = pa.table(
+            {
+                "user_id": pa.array([f"u{i:08d}" for i in ids]),
+                "new_line_cny": pa.array(rng.choice([2000.0, 5000.0, 10000.0, 20000.0], k)),
+                "action": pa.array(
+                    rng.choice(["keep", "raise", "lower", "defer"], k, p=[0.7, 0.1, 0.15, 0.05])
+                ),
+                "pd_band": pa.array(rng.choice(["PD1", "PD2", "PD3", "PD4", "PD5"], k)),
+                "rules_fired": pa.array(np.where(rng.uniform(size=k) < 0.1, "REG-DTI", None)),
+            }
+        )
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table)
+    writer.close()
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM: this process's own resident high-water mark (MiB)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def _train(features: list[str], trees: int, leaves: int, seed: int):
     import lightgbm as lgb
 
@@ -181,6 +222,7 @@ def _child(argv: list[str]) -> None:
     }
     policy = load_policy()
     start_rss = psutil.Process().memory_info().rss / 2**20
+    c0 = time.process_time()
     t0 = time.perf_counter()
     res = score_batch(
         features,
@@ -192,14 +234,17 @@ def _child(argv: list[str]) -> None:
         progress=False,
     )
     job_s = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    cpu_s = time.process_time() - c0
     print(
         json.dumps(
             {
                 "job_s": job_s,
+                "cpu_s": cpu_s,
                 "timings": res.timings,
                 "start_rss_mb": round(start_rss, 1),
-                "peak_rss_mb": round(peak, 1),
+                "peak_rss_mb": round(_peak_rss_mb(), 1),
+                # KiB on Linux; inherits the parent's high-water mark (see the module docstring)
+                "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "counts": res.counts,
             }
         )
@@ -246,10 +291,12 @@ def main(argv: list[str] | None = None) -> None:
         credit_b.save_model(str(files["credit"]))
         fraud_b.save_model(str(files["fraud"]))
         trees = f"credit {credit_b.num_trees()}x{args.leaves}, fraud {fraud_b.num_trees()}x31"
+        peaks: dict[int, float] = {}
         for n in (int(s) for s in args.sizes.split(",")):
             table = scratch / f"n{n}" / "features" / "as_of=2026-10-31" / "features.parquet"
             _write_table(table, n, seed=n, as_of="2026-10-31")
             out_dir = scratch / f"n{n}" / "decisions"
+            _write_previous(out_dir / "as_of=2026-09-30" / "decisions.parquet", n, seed=n + 1)
 
             # Bare predict before and after the job (the machine is shared: the mean of the two
             # brackets the job's conditions), the job in between.
@@ -283,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
                 models=trees,
                 chunk_rows=args.chunk_rows,
                 job_s=round(job_s, 3),
+                job_cpu_s=round(child["cpu_s"], 3),
                 predict_s=round(pred_s, 3),
                 predict_runs_s=[round(x, 3) for x in pred_runs],
             )
@@ -311,14 +359,16 @@ def main(argv: list[str] | None = None) -> None:
             _line("score_job_predict_share", tm["predict_s"] / job_s, "fraction", n)
             _line("score_bare_matrix_load_s", load_s, "s", n)
             _line(
-                "score_job_peak_rss_growth_mb",
-                child["peak_rss_mb"] - child["start_rss_mb"],
+                "score_job_peak_rss_mb",
+                child["peak_rss_mb"],
                 "MB",
                 n,
                 chunk_rows=args.chunk_rows,
-                peak_rss_mb=child["peak_rss_mb"],
                 start_rss_mb=child["start_rss_mb"],
+                growth_mb=round(child["peak_rss_mb"] - child["start_rss_mb"], 1),
+                ru_maxrss_mb=child["ru_maxrss_mb"],
             )
+            peaks[n] = child["peak_rss_mb"]
             day = out_dir / "as_of=2026-10-31" / "decisions.parquet"
             log_file = out_dir / "log" / "as_of=2026-10-31.parquet"
             _line(
@@ -329,6 +379,19 @@ def main(argv: list[str] | None = None) -> None:
                 log_mb=round(log_file.stat().st_size / 2**20, 2),
             )
             shutil.rmtree(scratch / f"n{n}")
+        if len(peaks) > 1:
+            lo, hi = min(peaks), max(peaks)
+            _line(
+                "score_job_peak_rss_ratio_largest_vs_smallest",
+                peaks[hi] / peaks[lo],
+                "x",
+                hi,
+                f"peak RSS at {lo} users",
+                peaks[lo],
+                peaks[hi] / peaks[lo],
+                users_ratio=hi / lo,
+                peak_rss_mb_by_size={str(k): v for k, v in peaks.items()},
+            )
     finally:
         if args.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -375,7 +375,7 @@ def _not_deferred(prev_decisions: pd.DataFrame) -> np.ndarray:
     """False where the previous decision was a defer (its adverse action is still owed)."""
     if "action" not in prev_decisions.columns:
         return np.ones(len(prev_decisions), dtype=bool)
-    return prev_decisions["action"].astype(str).to_numpy() != "defer"
+    return (prev_decisions["action"] != "defer").to_numpy(dtype=bool)  # missing: not a defer
 
 
 def previous_bands(prev_decisions: pd.DataFrame, policy: Policy) -> pd.Series:
@@ -414,8 +414,13 @@ def _fired_before(scored: pd.DataFrame, rule_id: str) -> np.ndarray:
     """True where the row's `prev_rules` lists `rule_id` (False when unknown or no column)."""
     if "prev_rules" not in scored.columns:
         return np.zeros(len(scored), dtype=bool)
-    text = pd.Series(scored["prev_rules"].astype(object).to_numpy(), dtype=object).fillna("")
-    return (";" + text.astype(str) + ";").str.contains(";" + rule_id + ";", regex=False).to_numpy()
+    # a few distinct rule lists among many users: test each distinct one once
+    codes, lists = pd.factorize(
+        scored["prev_rules"].astype(object).to_numpy(), use_na_sentinel=True
+    )
+    text = pd.Series(lists, dtype=object).astype(str)
+    hit = (";" + text + ";").str.contains(";" + rule_id + ";", regex=False).to_numpy(dtype=bool)
+    return np.append(hit, False)[codes]  # code -1 (unknown) -> the appended False
 
 
 def _band_index(
@@ -442,24 +447,21 @@ def _prev_band_index(scored: pd.DataFrame, policy: Policy) -> np.ndarray:
     n = len(scored)
     if "prev_band" not in scored.columns:
         return np.full(n, -1, dtype=np.int64)
-    raw = scored["prev_band"].astype(object).to_numpy()
-    known = ~pd.isna(raw)
-    known[known] = raw[known].astype(str) != ""
+    # a few distinct band ids among many users: look each distinct one up once
+    codes, uniques = pd.factorize(scored["prev_band"].astype(object).to_numpy())  # NaN/None: -1
+    labels = np.array([str(u) for u in uniques] + [""], dtype=object)  # code -1 -> ""
     lookup = {b.id: i for i, b in enumerate(policy.bands)}
-    idx = np.full(n, -1, dtype=np.int64)
-    if known.any():
-        vals = raw[known].astype(str)
-        bad = ~np.isin(vals, list(lookup))
-        if bad.any():
-            rows_bad = np.flatnonzero(known)[bad]
-            raise ValueError(
-                f"decide_lines: column prev_band has {int(bad.sum())} row(s) with a band id not in "
-                f"policy {policy.version} (bands {list(lookup)}); first: user "
-                f"{scored['user_id'].iloc[rows_bad[0]]} prev_band={vals[bad][0]!r}. "
-                "Pass NaN/None for an unknown previous band."
-            )
-        idx[known] = [lookup[v] for v in vals]
-    return idx
+    pos = np.array([lookup.get(v, -1) for v in labels], dtype=np.int64)
+    bad = (pos < 0) & (labels != "")
+    rows_bad = np.flatnonzero(bad[codes])
+    if len(rows_bad):
+        raise ValueError(
+            f"decide_lines: column prev_band has {len(rows_bad)} row(s) with a band id not in "
+            f"policy {policy.version} (bands {list(lookup)}); first: user "
+            f"{scored['user_id'].iloc[rows_bad[0]]} prev_band={labels[codes[rows_bad[0]]]!r}. "
+            "Pass NaN/None for an unknown previous band."
+        )
+    return pos[codes]
 
 
 def decide_lines(

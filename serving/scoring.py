@@ -11,8 +11,13 @@ Outputs for as-of D under `out_dir` (default data/decisions):
 Resumable: each chunk's decisions go to `as_of=D/.work/chunk-NNNNN.parquet` (atomically) under
 a run id that hashes every input; a restarted run with the same inputs reuses the finished
 chunks, so a run killed part-way and started again writes the same bytes as one that never
-stopped. Memory is bounded by the chunk size plus one id and one line per user (the duplicate
-check and the previous lines).
+stopped.
+
+Memory is bounded by the chunk size, not by the number of users: the key checks stream the
+table chunk by chunk (a table sorted by user_id, as `creditline features` writes it, is checked
+for duplicate ids by comparing neighbours; any other order goes to DuckDB under a memory limit,
+spilling to disk), and the previous decisions are joined to the table's row order by DuckDB
+(same limit) into a work file that is read one chunk at a time beside the features.
 
 NaN: model features may be NaN anywhere (no history); LightGBM routes NaN down each split's
 learned missing-value branch. ctx_line_cny may not be NaN (no previous line to decide on); a NaN
@@ -36,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -59,6 +65,11 @@ log = logging.getLogger(__name__)
 SLOW_CHUNK_ENV = "CREDITLINE_TEST_SLOW_CHUNK_S"
 # Bump when the decision layout or logic changes, so old work folders are not resumed.
 SCORING_FORMAT = "3"  # 2: prev_band (no repeated band cuts); 3: prev_rules (no repeated DTI cuts)
+# DuckDB's buffer limit for the whole-table queries (duplicate ids of an unsorted table, the
+# previous-decision join); beyond it DuckDB spills to the run's work folder.
+DUCKDB_MEMORY_LIMIT = "256MB"
+# Columns of a previous decisions file that the next decision reads (serving.policy.previous_*).
+PREVIOUS_COLUMNS = ("action", "pd_band", "rules_fired")
 
 DECISION_SCHEMA = pa.schema(
     [
@@ -196,75 +207,221 @@ def _check_infinite_stats(files: list[Path], columns: list[str]) -> None:
                     )
 
 
-def _check_keys(files: list[Path], as_of: pd.Timestamp | None) -> tuple[pd.Timestamp, int]:
-    """user_id present and unique, one as_of, ctx_line_cny a real non-negative amount."""
-    where = str(files[0].parent if len(files) > 1 else files[0])
-    t = pa.concat_tables(
-        [pq.read_table(f, columns=["user_id", "as_of", "ctx_line_cny"]) for f in files]
+def _sql_text(value: str | Path) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _duckdb(threads: int, spill_dir: str | Path) -> duckdb.DuckDBPyConnection:
+    config = {
+        "memory_limit": DUCKDB_MEMORY_LIMIT,
+        "temp_directory": str(spill_dir),
+        "preserve_insertion_order": True,
+    }
+    if threads > 0:
+        config["threads"] = threads
+    return duckdb.connect(config=config)
+
+
+def _row_ids_sql(files: list[Path]) -> str:
+    """Every row's (file index, row number in file, user_id): the table's row order in SQL."""
+    return " UNION ALL ".join(
+        f"SELECT {i} AS fi, file_row_number AS rn, user_id "
+        f"FROM read_parquet({_sql_text(f)}, file_row_number = true)"
+        for i, f in enumerate(files)
     )
-    n = t.num_rows
-    ids = t.column("user_id")
-    if ids.null_count:
-        raise FeatureTableError(f"feature table {where}: {ids.null_count} rows have no user_id")
-    if pc.count_distinct(ids).as_py() != n:
-        s = ids.to_pandas()
-        dup = s[s.duplicated()]
+
+
+def _duplicate_ids(files: list[Path], threads: int) -> tuple[int, str | None]:
+    """Duplicate user_id rows of an unsorted table and the duplicated id seen first (DuckDB)."""
+    with tempfile.TemporaryDirectory(prefix="creditline-duckdb-") as spill:
+        con = _duckdb(threads, spill)
+        try:
+            row = con.execute(
+                f"WITH ids AS ({_row_ids_sql(files)}), "
+                "d AS (SELECT user_id, count(*) AS c, min([fi, rn]) AS pos "
+                "FROM ids GROUP BY user_id HAVING count(*) > 1) "
+                "SELECT (SELECT sum(c - 1) FROM d), (SELECT user_id FROM d ORDER BY pos LIMIT 1)"
+            ).fetchone()
+        finally:
+            con.close()
+    return int(row[0] or 0), row[1]
+
+
+def _check_keys(
+    files: list[Path], as_of: pd.Timestamp | None, chunk_rows: int, threads: int
+) -> tuple[pd.Timestamp, int]:
+    """user_id present and unique, one as_of, ctx_line_cny a real non-negative amount.
+
+    One streaming pass, one chunk of three columns in memory. Ids in ascending order (the
+    feature builder's order) are unique exactly when no id equals its predecessor; a table in
+    any other order has its duplicates counted by DuckDB under DUCKDB_MEMORY_LIMIT.
+    """
+    where = str(files[0].parent if len(files) > 1 else files[0])
+    n = null_ids = null_dates = bad_lines = dup_rows = 0
+    first_dup = first_bad_line = last_id = None
+    ordered = True
+    dates: set[pd.Timestamp] = set()
+    for batch in _iter_batches(files, ["user_id", "as_of", "ctx_line_cny"], chunk_rows):
+        n += batch.num_rows
+        ids = batch.column("user_id")
+        null_ids += ids.null_count
+        if null_ids:  # reported below; the other checks need ids
+            continue
+        if ordered and len(ids):
+            seq = ids if last_id is None else pa.concat_arrays([pa.array([last_id], ids.type), ids])
+            before, after = seq.slice(0, len(seq) - 1), seq.slice(1)
+            if pc.any(pc.less(after, before)).as_py():
+                ordered = False
+            else:
+                same = pc.equal(after, before)
+                k = pc.sum(same).as_py() or 0
+                if k and first_dup is None:
+                    first_dup = after[pc.index(same, True).as_py()].as_py()
+                dup_rows += k
+            last_id = ids[len(ids) - 1].as_py()
+        day = batch.column("as_of")
+        null_dates += day.null_count
+        if len(dates) < 10:  # more than one is an error already; keep a few for the message
+            dates |= {
+                pd.Timestamp(d).normalize() for d in pc.unique(day).to_pylist() if d is not None
+            }
+        line = batch.column("ctx_line_cny").to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = ~np.isfinite(line) | (line < 0)
+        if bad.any():
+            if first_bad_line is None:
+                first_bad_line = ids[int(np.flatnonzero(bad)[0])].as_py()
+            bad_lines += int(bad.sum())
+    if null_ids:
+        raise FeatureTableError(f"feature table {where}: {null_ids} rows have no user_id")
+    if not ordered:
+        dup_rows, first_dup = _duplicate_ids(files, threads)
+    if dup_rows:
         raise FeatureTableError(
-            f"feature table {where}: {len(dup)} duplicate user_id rows (first: {dup.iloc[0]}); one row per user expected"
+            f"feature table {where}: {dup_rows} duplicate user_id rows (first: {first_dup}); one row per user expected"
         )
-    dates = pc.unique(t.column("as_of")).to_pylist()
-    dates = sorted({pd.Timestamp(d).normalize() for d in dates if d is not None})
-    if len(dates) != 1 or t.column("as_of").null_count:
+    days = sorted(dates)
+    if len(days) != 1 or null_dates:
         raise FeatureTableError(
-            f"feature table {where}: expected one as_of value, found {[str(d.date()) for d in dates]}"
+            f"feature table {where}: expected one as_of value, found {[str(d.date()) for d in days]}"
         )
-    if as_of is not None and dates[0] != pd.Timestamp(as_of).normalize():
+    if as_of is not None and days[0] != pd.Timestamp(as_of).normalize():
         raise FeatureTableError(
-            f"feature table {where} is for as_of {dates[0].date()}, not the requested {pd.Timestamp(as_of).date()}"
+            f"feature table {where} is for as_of {days[0].date()}, not the requested {pd.Timestamp(as_of).date()}"
         )
-    line = t.column("ctx_line_cny").to_numpy(zero_copy_only=False).astype(np.float64)
-    bad = ~np.isfinite(line) | (line < 0)
-    if bad.any():
-        first = ids[int(np.flatnonzero(bad)[0])].as_py()
+    if bad_lines:
         raise FeatureTableError(
-            f"feature table {where}: {int(bad.sum())} rows have ctx_line_cny NaN, inf or negative (first user {first}); "
+            f"feature table {where}: {bad_lines} rows have ctx_line_cny NaN, inf or negative (first user {first_bad_line}); "
             "the current line is needed to decide a new one"
         )
-    return dates[0], n
+    return days[0], n
 
 
-def _previous_lines(
-    out_dir: Path, as_of: pd.Timestamp, policy: Policy
-) -> tuple[pd.DataFrame | None, Path | None]:
-    """new_line_cny and prev_band by user from the latest earlier as-of's decisions, if any.
-
-    prev_band is that decision's pd_band (`serving.policy.previous_bands`: unknown where it
-    was deferred), so a user who stays in a band keeps the line instead of a repeated cut.
-    """
+def _previous_decisions(out_dir: Path, as_of: pd.Timestamp) -> Path | None:
+    """decisions.parquet of the latest as-of before `as_of` under `out_dir`, if any."""
     found = []
     for d in out_dir.glob("as_of=*"):
         m = re.fullmatch(r"as_of=(\d{4}-\d{2}-\d{2})", d.name)
         if m and pd.Timestamp(m.group(1)) < as_of and (d / "decisions.parquet").exists():
             found.append((pd.Timestamp(m.group(1)), d / "decisions.parquet"))
-    if not found:
-        return None, None
-    path = max(found)[1]
-    have = set(pq.read_schema(path).names)
-    cols = [
-        "user_id",
-        "new_line_cny",
-        *(c for c in ("action", "pd_band", "rules_fired") if c in have),
-    ]
-    prev = pq.read_table(path, columns=cols).to_pandas()
-    bands = previous_bands(prev, policy)
-    return pd.DataFrame(
+    return max(found)[1] if found else None
+
+
+def _align_previous(
+    files: list[Path], prev_path: Path, rows: int, target: Path, chunk_rows: int, threads: int
+) -> None:
+    """The previous decision of each feature-table row, in the table's row order, to `target`.
+
+    Columns: `matched` (the user had a previous decision), new_line_cny and PREVIOUS_COLUMNS
+    (null where absent from that file). DuckDB joins and sorts under DUCKDB_MEMORY_LIMIT,
+    spilling beside `target`, so no per-user lookup is held in Python; row groups of one chunk,
+    so reading it back holds one chunk. Written atomically.
+    """
+    have = set(pq.read_schema(prev_path).names)
+    if "new_line_cny" not in have or "user_id" not in have:
+        raise ValueError(
+            f"previous decisions {prev_path}: no user_id/new_line_cny column; move the file aside and re-run"
+        )
+    extra = ", ".join(
+        f"p.{c}::VARCHAR AS {c}" if c in have else f"NULL::VARCHAR AS {c}" for c in PREVIOUS_COLUMNS
+    )
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    spill = target.parent / "duckdb-spill"
+    con = _duckdb(threads, spill)
+    try:
+        con.execute(
+            "COPY (SELECT p.user_id IS NOT NULL AS matched, "
+            f"p.new_line_cny::DOUBLE AS new_line_cny, {extra} "
+            f"FROM ({_row_ids_sql(files)}) f LEFT JOIN read_parquet({_sql_text(prev_path)}) p "
+            "ON f.user_id = p.user_id ORDER BY f.fi, f.rn) "
+            f"TO {_sql_text(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {chunk_rows})"
+        )
+        con.close()
+        joined = pq.read_metadata(tmp).num_rows
+        if joined != rows:
+            raise ValueError(
+                f"previous decisions {prev_path}: {joined - rows} extra rows joined to the "
+                f"{rows} users; a user_id appears more than once there (one decision per user expected)"
+            )
+        os.replace(tmp, target)
+    finally:
+        con.close()
+        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+class _RowStream:
+    """Hands out the rows of record batches in runs of any requested length, in order."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]):
+        self.batches = batches
+        self.pending: list[pa.RecordBatch] = []
+        self.ready = 0
+
+    def take(self, rows: int) -> pa.Table:
+        while self.ready < rows:
+            b = next(self.batches, None)
+            if b is None:
+                raise ValueError(
+                    f"previous-decision work file ended {rows - self.ready} rows early"
+                )
+            self.pending.append(b)
+            self.ready += b.num_rows
+        t = pa.Table.from_batches(self.pending)
+        head, rest = t.slice(0, rows), t.slice(rows)
+        self.pending, self.ready = rest.to_batches(), rest.num_rows
+        return head
+
+
+def _previous_for_chunk(
+    prev: pa.Table, user_ids: np.ndarray, line: np.ndarray, policy: Policy
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """prev_line_cny, prev_band, prev_rules of one chunk from its rows of the aligned file.
+
+    A user without a previous decision keeps the table's current line and an unknown band
+    and rules; the others take the previous decision's line, and its band and rules through
+    `serving.policy.previous_bands` / `previous_rules` (unknown where it was deferred).
+    """
+    n = len(line)
+    band = np.full(n, None, dtype=object)  # no previous decision: band unknown
+    rules = np.full(n, None, dtype=object)
+    matched = prev.column("matched").to_numpy(zero_copy_only=False).astype(bool)
+    if not matched.any():
+        return line, band, rules
+    earlier = prev.filter(pa.array(matched))
+    # few distinct actions, bands and rule lists: categoricals convert once per distinct value
+    earlier = pa.table(
         {
-            "new_line_cny": prev["new_line_cny"].to_numpy(np.float64),
-            "prev_band": bands.to_numpy(),
-            "prev_rules": previous_rules(prev).to_numpy(),
-        },
-        index=bands.index,
-    ), path
+            "new_line_cny": earlier.column("new_line_cny"),
+            **{c: pc.dictionary_encode(earlier.column(c)) for c in PREVIOUS_COLUMNS},
+        }
+    ).to_pandas()
+    earlier.insert(0, "user_id", user_ids[matched])
+    line = line.copy()
+    line[matched] = earlier["new_line_cny"].to_numpy(np.float64)
+    band[matched] = previous_bands(earlier, policy).to_numpy()
+    rules[matched] = previous_rules(earlier).to_numpy()
+    return line, band, rules
 
 
 def _model_fingerprint(model: Any) -> dict[str, Any]:
@@ -278,12 +435,12 @@ def _model_fingerprint(model: Any) -> dict[str, Any]:
 
 
 def _iter_batches(
-    files: list[Path], columns: list[str], chunk_rows: int
+    files: list[Path], columns: list[str] | None, chunk_rows: int
 ) -> Iterator[pa.RecordBatch]:
     for f in files:
         # No pre-buffering and a single decode thread: with them, resident memory grew by about
         # one row group per row group read (measured), so peak memory tracked the table size.
-        reader = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
+        reader = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 16)
         yield from reader.iter_batches(batch_size=chunk_rows, columns=columns, use_threads=False)
 
 
@@ -306,7 +463,7 @@ def _score_chunk(
     models: Mapping[str, Any],
     policy: Policy,
     as_of: pd.Timestamp,
-    prev_lines: pd.DataFrame | None,
+    prev: pa.Table | None,
     context_columns: list[str],
     max_age_days: dict[str, float] | None,
     num_threads: int,
@@ -339,11 +496,9 @@ def _score_chunk(
     line = ctx["ctx_line_cny"].to_numpy(np.float64)
     band = np.full(len(ctx), None, dtype=object)  # no previous decision: band unknown
     rules = np.full(len(ctx), None, dtype=object)
-    if prev_lines is not None:
-        pos = prev_lines.index.get_indexer(ctx["user_id"].astype(str))
-        line = np.where(pos >= 0, prev_lines["new_line_cny"].to_numpy()[pos], line)
-        band = np.where(pos >= 0, prev_lines["prev_band"].to_numpy()[pos], band)
-        rules = np.where(pos >= 0, prev_lines["prev_rules"].to_numpy()[pos], rules)
+    if prev is not None:
+        ids = ctx["user_id"].astype(str).to_numpy(dtype=object)
+        line, band, rules = _previous_for_chunk(prev, ids, line, policy)
     scored = ctx.assign(
         prev_line_cny=line,
         prev_band=band,
@@ -412,9 +567,11 @@ def _write_outputs(
     the counts by action and the number of log records added.
     """
     log_it = True
-    if log_path.exists():
-        logged = pq.read_table(log_path, columns=["run_id"]).column("run_id")
-        log_it = not pc.any(pc.equal(logged, run_id)).as_py()
+    if log_path.exists():  # one chunk of run ids at a time: the log grows with every run
+        log_it = not any(
+            pc.any(pc.equal(b.column("run_id"), run_id)).as_py()
+            for b in _iter_batches([log_path], ["run_id"], 1 << 16)
+        )
         if log_it and not pq.read_schema(log_path).equals(LOG_SCHEMA):
             raise ValueError(
                 f"decision log {log_path} has another layout than this version writes; "
@@ -467,6 +624,7 @@ def score_batch(
         "predict_s": 0.0,
         "policy_s": 0.0,
         "write_s": 0.0,
+        "previous_s": 0.0,
     }
     t_start = time.perf_counter()
     if chunk_rows <= 0:
@@ -485,19 +643,20 @@ def score_batch(
             )
     requested = pd.Timestamp(as_of).normalize() if as_of is not None else None
     # The context columns depend on which regulations are active, hence on the as-of date.
-    probe_date = requested
+    probe_date, keys = requested, None
     if probe_date is None:
         if not {"user_id", "as_of", "ctx_line_cny"} <= set(schema.names):
             validate_feature_schema(schema, {}, [], where)
-        probe_date = _check_keys(files, None)[0]
+        keys = _check_keys(files, None, chunk_rows, num_threads)
+        probe_date = keys[0]
     context_columns = list(dict.fromkeys(required_columns(policy, probe_date, max_age_days)))
     model_features = {role: list(models[role].features) for role in ("credit", "fraud")}
     encoded = {c for r in ("credit", "fraud") for c in (getattr(models[r], "encoding", None) or {})}
     validate_feature_schema(schema, model_features, context_columns, where, encoded)
     all_features = list(dict.fromkeys(model_features["credit"] + model_features["fraud"]))
     _check_infinite_stats(files, [c for c in all_features if c not in encoded])
-    as_of_ts, rows = _check_keys(files, requested)
-    prev_lines, prev_path = _previous_lines(out_dir, as_of_ts, policy)
+    as_of_ts, rows = keys or _check_keys(files, requested, chunk_rows, num_threads)
+    prev_path = _previous_decisions(out_dir, as_of_ts)
     digest = file_digest(features_path)
     timings["validate_s"] = time.perf_counter() - t_start
 
@@ -527,6 +686,14 @@ def score_batch(
             shutil.rmtree(work)
     if not work.exists():
         write_text(run_id + "\n", work / "run_id")
+    prev_stream = None
+    if prev_path is not None:
+        aligned = work / "previous.parquet"
+        if not aligned.exists():
+            t0 = time.perf_counter()
+            _align_previous(files, prev_path, rows, aligned, chunk_rows, num_threads)
+            timings["previous_s"] = time.perf_counter() - t0
+        prev_stream = _RowStream(_iter_batches([aligned], None, chunk_rows))
 
     slow = float(os.environ.get(SLOW_CHUNK_ENV, "0") or 0)
     columns = list(dict.fromkeys(["user_id", "ctx_line_cny", *context_columns, *all_features]))
@@ -544,6 +711,7 @@ def score_batch(
             if batch is None:
                 break
             path = work / f"chunk-{i:05d}.parquet"
+            prev = prev_stream.take(batch.num_rows) if prev_stream is not None else None
             if path.exists():
                 resumed += 1
             else:
@@ -552,7 +720,7 @@ def score_batch(
                     models,
                     policy,
                     as_of_ts,
-                    prev_lines,
+                    prev,
                     context_columns,
                     max_age_days,
                     num_threads,
