@@ -54,6 +54,7 @@ if mode == "pipeline_total":
     # steady state: the store exists (creating the sqlite schema is a one-off ~6 s)
     from training.tracking import open_client, tracking_uri
     open_client(tracking_uri(tmp))
+stages = {}
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 c0 = time.process_time()
@@ -75,11 +76,12 @@ else:
                            metadata_version=None, tracking_uri=tracking_uri(tmp), settings=settings,
                            gates=GatesConfig().model_dump(), seed=42, num_threads=threads)
     trees = r.params["best_iteration"]
+    stages = r.timings
 secs = time.perf_counter() - t0
 cpu = time.process_time() - c0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": secs, "cpu_seconds": cpu, "trees": trees, "peak_mb": (peak - rss0) / 1024,
-                  "data_mb": rss0 / 1024}))
+                  "data_mb": rss0 / 1024, "stages": stages}))
 """
 
 

@@ -421,26 +421,59 @@ def _cv_oof(cand, X, y, features, folds, max_rounds, early_stopping_rounds):
     return oof, n_trees
 
 
-def fit_logistic_baseline(train: pd.DataFrame, features: list[str], label: str):
+class LogisticBaseline:
+    """The yardstick: median imputation + missing indicators, standardisation, L2 logistic
+    regression (sklearn's `LogisticRegression(C=1)`, lbfgs).
+
+    The same model as sklearn's `SimpleImputer(median, add_indicator) -> StandardScaler ->
+    LogisticRegression` pipeline, with the preprocessing in numpy: the imputer's masked median
+    took 60% of the baseline's time on 70k x 100.
+    """
+
+    def __init__(self, C: float = 1.0, max_iter: int = 2000) -> None:
+        self.C = C
+        self.max_iter = max_iter
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        miss = np.isnan(X)
+        filled = np.where(miss, self.medians_, X)
+        Z = np.hstack([filled, miss[:, self.indicator_cols_].astype(np.float64)])
+        Z -= self.mean_
+        Z /= self.scale_
+        return Z
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LogisticBaseline:
+        from sklearn.linear_model import LogisticRegression
+
+        miss = np.isnan(X)
+        # a column that is all NaN in training has no median: impute 0 (it carries no signal)
+        with np.errstate(all="ignore"):
+            med = np.nanmedian(np.where(miss.all(axis=0), 0.0, X), axis=0)
+        self.medians_ = np.where(np.isnan(med), 0.0, med)
+        self.indicator_cols_ = np.flatnonzero(miss.any(axis=0))
+        filled = np.where(miss, self.medians_, X)
+        Z = np.hstack([filled, miss[:, self.indicator_cols_].astype(np.float64)])
+        self.mean_ = Z.mean(axis=0)
+        sd = Z.std(axis=0)
+        self.scale_ = np.where(sd > 0, sd, 1.0)  # StandardScaler leaves constant columns unscaled
+        Z -= self.mean_
+        Z /= self.scale_
+        self.lr_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(Z, y)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.lr_.predict_proba(self._design(X))
+
+
+def fit_logistic_baseline(train: pd.DataFrame, features: list[str], label: str) -> LogisticBaseline:
     """A plain logistic regression on the same rows (median-imputed, standardised): the yardstick."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     X = train[features].to_numpy(dtype="float64", na_value=np.nan)
-    # a column that is all NaN in training has no median; the imputer would drop it
-    X = np.where(np.isnan(X).all(axis=0), 0.0, X)
-    pipe = make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-        StandardScaler(),
-        LogisticRegression(C=1.0, max_iter=2000),
-    )
-    pipe.fit(X, _binary_label(train, label, "training"))
-    return pipe
+    return LogisticBaseline().fit(X, _binary_label(train, label, "training"))
 
 
-def predict_baseline(pipe, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+def predict_baseline(
+    pipe: LogisticBaseline, frame: pd.DataFrame, features: list[str]
+) -> np.ndarray:
     X = frame[features].to_numpy(dtype="float64", na_value=np.nan)
     return pipe.predict_proba(X)[:, 1]
 
