@@ -500,12 +500,11 @@ def train_and_register(
                     )
                 )
                 example = _input_example(train, features, encoding)
-                from training.pyfunc_model import CalibratedPyfunc
-
                 signature = infer_signature(example, model.predict_proba(example))
                 info = mlflow.pyfunc.log_model(
                     name="model",
-                    python_model=CalibratedPyfunc(),
+                    # a code file, not a pickled object (MLflow models from code)
+                    python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
                     artifacts={"booster": str(booster_path), "meta": str(meta_path)},
                     signature=signature,
                     input_example=example,
