@@ -406,10 +406,15 @@ def _cv_oof(cand, X, y, features, folds, max_rounds, early_stopping_rounds):
     """Out-of-fold raw margins of one candidate and its number of trees.
 
     Early stopping watches log-loss (smooth; AUC on a few dozen bads per fold plateaus and
-    stops at a handful of trees); candidates are compared by AUC.
+    stops at a handful of trees), except with up-weighted positives (fraud): there the log-loss
+    scores deliberately shifted probabilities and bottoms out early (measured on the 2,000-user
+    simulator: out-of-fold AUC 0.78-0.93 against 0.93-0.94 stopping on AUC, OOT AUC 0.80 against
+    0.89). Candidates are compared by AUC.
     """
+    weighted = cand.get("scale_pos_weight", 1.0) != 1.0
+    metrics = ["auc", "binary_logloss"] if weighted else ["binary_logloss", "auc"]
     cv = lgb.cv(
-        {**cand, "metric": ["binary_logloss", "auc"]},
+        {**cand, "metric": metrics},
         lgb.Dataset(X, label=y, feature_name=features, free_raw_data=False),
         num_boost_round=max_rounds,
         folds=folds,
@@ -418,7 +423,7 @@ def _cv_oof(cand, X, y, features, folds, max_rounds, early_stopping_rounds):
         ],
         return_cvbooster=True,
     )
-    n_trees = len(cv["valid binary_logloss-mean"])
+    n_trees = len(cv[f"valid {metrics[0]}-mean"])
     oof = np.empty(len(y))
     for (_, held), booster in zip(folds, cv["cvbooster"].boosters, strict=True):
         oof[held] = booster.predict(X[held], raw_score=True, num_iteration=n_trees)
