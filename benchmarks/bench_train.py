@@ -9,8 +9,10 @@ peak RSS is that step's alone (RSS after building the data is subtracted):
 - `pipeline_total`: `training.train.train_and_register` (fit, LR baseline, evaluation, plots,
   SHAP, MLflow logging and registration into a temporary sqlite store, created before timing).
 
-`ratio` = pipeline / lgb_train (goal for the fit: <= 1.3). 2 threads; modes interleaved, the
-fastest of `--repeats` runs kept (wall and CPU seconds), since other load on a shared box swings.
+`ratio` = pipeline / lgb_train (goal: <= 1.3 for the fit and for the whole run). 2 threads; modes
+interleaved, the fastest of `--repeats` runs kept (wall and CPU seconds separately), since other
+load on a shared box swings. `train_stage_*` lines split the whole run's CPU seconds by stage
+(`training.train.StageTimer`), each against lgb.train's CPU seconds.
 
     python -m benchmarks.bench_train --sizes 100000
     python -m benchmarks.bench_train --sizes 100000,1000000
@@ -54,6 +56,7 @@ if mode == "pipeline_total":
     # steady state: the store exists (creating the sqlite schema is a one-off ~6 s)
     from training.tracking import open_client, tracking_uri
     open_client(tracking_uri(tmp))
+stages = {}
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 c0 = time.process_time()
@@ -75,11 +78,12 @@ else:
                            metadata_version=None, tracking_uri=tracking_uri(tmp), settings=settings,
                            gates=GatesConfig().model_dump(), seed=42, num_threads=threads)
     trees = r.params["best_iteration"]
+    stages = r.timings
 secs = time.perf_counter() - t0
 cpu = time.process_time() - c0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": secs, "cpu_seconds": cpu, "trees": trees, "peak_mb": (peak - rss0) / 1024,
-                  "data_mb": rss0 / 1024}))
+                  "data_mb": rss0 / 1024, "stages": stages}))
 """
 
 
@@ -116,15 +120,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     for n in sorted(int(s) for s in args.sizes.split(",") if s):
         best: dict[str, dict] = {}
-        # interleave the modes and keep each one's fastest repeat: other load comes and goes
+        # interleave the modes and keep each one's fastest repeat (wall and CPU separately, the
+        # largest peak): other load on a shared box comes and goes
         for _ in range(args.repeats):
             for mode in MODES:
                 r = run(mode, n, args.rounds, args.threads)
-                if mode not in best or r["seconds"] < best[mode]["seconds"]:
-                    best[mode] = {
-                        **r,
-                        "peak_mb": max(r["peak_mb"], best.get(mode, {}).get("peak_mb", 0)),
-                    }
+                if mode not in best:
+                    best[mode] = r
+                    continue
+                b = best[mode]
+                if r["cpu_seconds"] < b["cpu_seconds"]:
+                    b["stages"] = r.get("stages", {})
+                b["seconds"] = min(b["seconds"], r["seconds"])
+                b["cpu_seconds"] = min(b["cpu_seconds"], r["cpu_seconds"])
+                b["peak_mb"] = max(b["peak_mb"], r["peak_mb"])
         base = best["lgb_train"]
         for mode in MODES:
             r = best[mode]
@@ -136,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
                     "baseline": "lgb_train", "baseline_value": round(base[metric], 3),
                     "ratio": round(r[metric] / max(base[metric], 1e-9), 3), **common,
                 }), flush=True)  # fmt: skip
+        # where the whole run's time goes (the run with the least CPU), against lgb.train's CPU
+        for stage, t in best["pipeline_total"].get("stages", {}).items():
+            print(json.dumps({
+                "name": f"train_stage_{stage}_cpu_seconds", "value": round(t["cpu_s"], 3), "unit": "s",
+                "wall_seconds": round(t["wall_s"], 3), "baseline": "lgb_train cpu_seconds",
+                "baseline_value": round(base["cpu_seconds"], 3),
+                "ratio": round(t["cpu_s"] / max(base["cpu_seconds"], 1e-9), 3), "size": n,
+            }), flush=True)  # fmt: skip
     return 0
 
 

@@ -113,7 +113,7 @@ class ModelConfig(_Frozen):
     small_table_rows: int = Field(
         20_000,
         ge=0,
-        description="below this many training rows, also try stronger regularisation and keep the best on validation",
+        description="below this many rows (train + valid), 5-fold cross-validation chooses among stronger regularisations (training/fit.py)",
     )
     fraud_scale_pos_weight: float | None = Field(
         None, gt=0, description="None = sqrt(negatives/positives); calibration undoes the shift"

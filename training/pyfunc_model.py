@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 
 
 class CalibratedPyfunc(mlflow.pyfunc.PythonModel):
@@ -18,5 +19,6 @@ class CalibratedPyfunc(mlflow.pyfunc.PythonModel):
 
         self._model, _ = model_from_files(context.artifacts["booster"], context.artifacts["meta"])
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    # a DataFrame hint: MLflow leaves validation to the logged signature (and stops warning)
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         return self._model.predict_proba(model_input)

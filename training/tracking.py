@@ -118,7 +118,10 @@ def log_frame(client, run_id: str, df: pd.DataFrame, artifact_path: str) -> None
         client.log_artifact(run_id, str(p), None if parent == "." else parent)
 
 
-def log_metrics(client, run_id: str, metrics: dict[str, float]) -> None:
+def log_metrics(
+    client, run_id: str, metrics: dict[str, float], model_id: str | None = None
+) -> None:
+    """Finite metrics in batches; with `model_id` they show on the logged model's page too."""
     import math
     import time
 
@@ -126,7 +129,7 @@ def log_metrics(client, run_id: str, metrics: dict[str, float]) -> None:
 
     now = int(time.time() * 1000)
     batch = [
-        Metric(k, float(v), now, 0)
+        Metric(k, float(v), now, 0, model_id=model_id)
         for k, v in sorted(metrics.items())
         if v is not None and math.isfinite(v)
     ]
