@@ -14,16 +14,21 @@ from serving.policy import load_policy
 from serving.scoring import score_batch
 
 
-def main(argv: list[str]) -> None:
-    features, out_dir, credit_file, fraud_file, chunk_rows = argv
+def models_from_files(credit_file: str, fraud_file: str) -> dict[str, ScoringModel]:
+    """The test's credit and fraud models from their LightGBM text files."""
     credit = lgb.Booster(model_file=credit_file)
     fraud = lgb.Booster(model_file=fraud_file)
-    models = {
+    return {
         "credit": ScoringModel(
             "credit-pd", 3, credit.feature_name(), credit, calib_a=0.9, calib_b=-0.1
         ),
         "fraud": ScoringModel("fraud", 1, fraud.feature_name(), fraud),
     }
+
+
+def main(argv: list[str]) -> None:
+    features, out_dir, credit_file, fraud_file, chunk_rows = argv
+    models = models_from_files(credit_file, fraud_file)
     score_batch(
         features,
         models,

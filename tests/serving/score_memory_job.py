@@ -14,24 +14,16 @@ import json
 import sys
 import tracemalloc
 
-import lightgbm as lgb
 import pyarrow as pa
 
-from serving.models import ScoringModel
 from serving.policy import load_policy
 from serving.scoring import score_batch
+from tests.serving.score_job import models_from_files
 
 
 def main(argv: list[str]) -> None:
     features, out_dir, credit_file, fraud_file, chunk_rows = argv
-    credit = lgb.Booster(model_file=credit_file)
-    fraud = lgb.Booster(model_file=fraud_file)
-    models = {
-        "credit": ScoringModel(
-            "credit-pd", 3, credit.feature_name(), credit, calib_a=0.9, calib_b=-0.1
-        ),
-        "fraud": ScoringModel("fraud", 1, fraud.feature_name(), fraud),
-    }
+    models = models_from_files(credit_file, fraud_file)
     policy = load_policy()
     arrow_before = pa.default_memory_pool().max_memory()
     tracemalloc.start()
