@@ -189,3 +189,45 @@ def test_fidelity_counts_a_regulation_that_starts_between_the_decisions():
     assert f["top_cause_match_share"] == 1.0 and f["matched_by_calendar"] == 2
     late = [{"name": "regulation", "start": "2026-07-15", "params": {}}]  # after the new decision
     assert measure_fidelity(records, truth, late)["top_cause_match_share"] == 0.0
+
+
+def test_reports_written_by_the_worker_process_are_the_same_bytes(tmp_path):
+    from serving.explain_run import ReportWriter
+
+    models = _world(tmp_path)
+    inline = _run(tmp_path, models)
+    files = sorted(p for p in (tmp_path / "explanations").rglob("*") if p.is_file())
+    files += sorted(p for p in (tmp_path / "reports").rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    assert len([p for p in files if p.parent.name == "users"]) == inline.user_reports > 0
+    for p in files:
+        p.unlink()
+    writer = ReportWriter()
+    cache: dict = {}
+    res = run_explain(
+        AS_OF_NEW,
+        tmp_path / "decisions",
+        tmp_path / "features",
+        tmp_path / "explanations",
+        tmp_path / "reports",
+        tracking_uri="sqlite:///unused.db",
+        models=models,
+        n_threads=1,
+        report_writer=writer,
+        model_cache=cache,
+    )
+    assert res.records_path.exists()  # the records are written before run_explain returns
+    assert writer.finish() == [] and writer.pages == inline.user_reports
+    assert {p: p.read_bytes() for p in files} == before
+
+
+def test_a_failing_report_batch_is_reported_not_raised(tmp_path):
+    from serving.explain_run import ReportWriter
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    writer = ReportWriter()
+    writer.submit("2025-01-31", [{"user_id": "u"}], {}, blocker / "out", blocker / "rep")
+    failures = writer.finish()
+    assert [f["as_of"] for f in failures] == ["2025-01-31"]
+    assert "writing reports" in failures[0]["error"]
