@@ -78,12 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--months", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cycle-months", type=int, default=None, help="stop after N cycle months")
+    parser.add_argument("--out", default=None, help="keep the world and the loop's outputs here "
+                        "(an empty folder; default: a temporary folder, removed afterwards)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     for users in [int(s) for s in args.sizes.split(",") if s]:
-        with tempfile.TemporaryDirectory(prefix="bench_cycle_") as tmp:
-            t = run_once(users, args.months, args.seed, Path(tmp), args.cycle_months)
+        if args.out:
+            t = run_once(users, args.months, args.seed, Path(args.out) / f"users={users}",
+                         args.cycle_months)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench_cycle_") as tmp:
+                t = run_once(users, args.months, args.seed, Path(tmp), args.cycle_months)
         size = f"{users} users x {args.months} months ({t['_months']} cycle months)"
         for stage, secs in t.items():
             if stage.startswith("_") or stage == "total":
