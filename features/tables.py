@@ -6,12 +6,19 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+try:
+    from _json import encode_basestring as _c_encode_str
+    from _json import make_encoder as _c_make_encoder
+except ImportError:  # pragma: no cover - CPython always has the accelerator
+    _c_encode_str = _c_make_encoder = None
 
 
 def _atomic_target(path: Path) -> tuple[int, str]:
@@ -52,11 +59,128 @@ def write_text(text: str, path: str | Path) -> Path:
     return path
 
 
+def write_texts(items: Iterable[tuple[str | Path, str]]) -> int:
+    """Write many small text files atomically (each: temp file in its folder, then rename).
+
+    The same bytes as `write_text` per file, without its per-file `mkdir`: each folder is created
+    once (thousands of per-user pages in one folder made the `mkdir` calls a large part of the
+    writing). Returns the number of files written.
+    """
+    made: set[Path] = set()
+    n = 0
+    for path, text in items:
+        path = Path(path)
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        n += 1
+    return n
+
+
 def write_json(obj: Any, path: str | Path) -> Path:
     """Write JSON atomically with sorted keys (so equal content gives equal bytes)."""
-    return write_text(
-        json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n", path
-    )
+    return write_text(dumps_indented(obj) + "\n", path)
+
+
+_CONTAINERS = (list, tuple, dict)
+
+
+def dumps_indented(obj: Any, indent: int = 2) -> str:
+    """Exactly `json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False, default=str)`,
+    several times faster on large nested documents.
+
+    With `indent`, the standard library encodes every value in Python; here each container
+    that holds no other container is handed whole to the C encoder, with the separators that
+    reproduce the indented layout at its depth, so Python only walks the nesting. Circular
+    references are not detected (they cannot occur in what this project writes).
+    """
+    if _c_make_encoder is None:  # pragma: no cover - CPython always has the accelerator
+        return json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False, default=str)
+    flat: dict[int, Any] = {}
+    out: list[str] = []
+    append = out.append
+
+    def scalar(o: Any, level: int) -> str:
+        return "".join(encoder(level)(o, 0))
+
+    def encoder(level: int):
+        # encodes a container at `level` whose values are all scalars, items separated as the
+        # indented layout separates them one level deeper
+        e = flat.get(level)
+        if e is None:
+            sep = ",\n" + " " * (indent * (level + 1))
+            e = flat[level] = _c_make_encoder(
+                None, str, _c_encode_str, None, ": ", sep, True, False, True
+            )
+        return e
+
+    def key_text(k: Any) -> str:
+        if isinstance(k, str):
+            return k
+        if isinstance(k, float):
+            return scalar(k, 0)
+        if k is True:
+            return "true"
+        if k is False:
+            return "false"
+        if k is None:
+            return "null"
+        if isinstance(k, int):
+            return int.__repr__(k)
+        raise TypeError(f"keys must be str, int, float, bool or None, not {k.__class__.__name__}")
+
+    def enc(o: Any, level: int) -> None:
+        if isinstance(o, dict):
+            if not o:
+                append("{}")
+                return
+            values = o.values()
+            opening, closing = "{", "}"
+        elif isinstance(o, (list, tuple)):
+            if not o:
+                append("[]")
+                return
+            values = o
+            opening, closing = "[", "]"
+        else:
+            append(scalar(o, level))
+            return
+        inner = "\n" + " " * (indent * (level + 1))
+        outer = "\n" + " " * (indent * level)
+        for v in values:
+            if isinstance(v, _CONTAINERS):
+                break
+        else:  # no nested container: the C encoder writes the items
+            text = "".join(encoder(level)(o, 0))
+            append(opening + inner + text[1:-1] + outer + closing)
+            return
+        append(opening + inner)
+        first = True
+        if opening == "{":
+            for k, v in sorted(o.items()):
+                if not first:
+                    append("," + inner)
+                first = False
+                append(_c_encode_str(key_text(k)) + ": ")
+                enc(v, level + 1)
+        else:
+            for v in o:
+                if not first:
+                    append("," + inner)
+                first = False
+                enc(v, level + 1)
+        append(outer + closing)
+
+    enc(obj, 0)
+    return "".join(out)
 
 
 def read_table_dir(folder: str | Path, columns: list[str] | None = None) -> pd.DataFrame:

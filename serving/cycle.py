@@ -103,7 +103,7 @@ def build_month_tables(
 
     A table whose manifest records the same raw-input digests is reused.
     """
-    from features.builder import build_features
+    from features.builder import build_features, connect_raw
     from features.contracts import TABLES, load_raw
     from features.tables import file_digest, write_json, write_parquet
 
@@ -119,10 +119,16 @@ def build_month_tables(
         extracted_at = _manifest_extracted_at(raw_dir)
         from tqdm import tqdm
 
-        for d in tqdm(todo, desc="features", unit="month", leave=False):
-            df = build_features(loaded.tables, d, extracted_at=extracted_at, threads=threads)
-            path = write_parquet(df, feature_table_path(features_dir, d))
-            write_json(_feature_manifest(df, d, extracted_at, digests, loaded, path), path.parent / "manifest.json")
+        con = connect_raw(loaded.tables, threads)  # the raw tables go to DuckDB once, not per month
+        try:
+            for d in tqdm(todo, desc="features", unit="month", leave=False):
+                df = build_features(loaded.tables, d, extracted_at=extracted_at, threads=threads,
+                                    con=con)
+                path = write_parquet(df, feature_table_path(features_dir, d))
+                write_json(_feature_manifest(df, d, extracted_at, digests, loaded, path),
+                           path.parent / "manifest.json")
+        finally:
+            con.close()
     return [feature_table_path(features_dir, d) for d in dates]
 
 
@@ -255,7 +261,8 @@ def _score(features_path: Path, models, policy, out_dir: Path, as_of, s: CycleSe
 
 
 def _explain(as_of, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
-             s: CycleSettings, calendar) -> Path | None:
+             s: CycleSettings, calendar, model_cache: dict | None = None,
+             report_writer=None) -> Path | None:
     """Explain this month's downgrades against last month's decisions (issue 6's job)."""
     try:
         from serving.explain_run import run_explain
@@ -265,9 +272,17 @@ def _explain(as_of, features_dir, decisions_dir, explanations_dir, reports_dir, 
     res = run_explain(
         as_of, decisions_dir, features_dir, explanations_dir, reports_dir, tracking_uri,
         policy_file=s.policy_file, calendar=calendar, max_age_days=s.max_source_age_days,
-        n_threads=s.num_threads,
+        n_threads=s.num_threads, model_cache=model_cache, report_writer=report_writer,
     )
     return res.records_path
+
+
+def _report_writer():
+    try:
+        from serving.explain_run import ReportWriter
+    except ImportError:
+        return None
+    return ReportWriter()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,6 +486,8 @@ def _run_cycle(
     retrains: list[dict] = []
     last_retrain: pd.Timestamp | None = None
     explain_failures: list[dict] = []
+    explain_models: dict = {}  # registry versions loaded + compiled once for the whole loop
+    report_writer = _report_writer()  # explanation JSON/HTML written beside the loop
     from tqdm import tqdm
 
     fraud_ref_pd: dict[int, Any] = {}  # fraud version -> PDs on its training reference
@@ -491,7 +508,7 @@ def _run_cycle(
         if d != months[0]:  # the first month has no earlier decision to explain against
             try:
                 _explain(d, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
-                         s, calendar)
+                         s, calendar, model_cache=explain_models, report_writer=report_writer)
             except Exception as exc:  # an explanation failure must not stop the loop; it is reported
                 log.error("explaining downgrades as of %s failed: %s", f"{d:%Y-%m-%d}", exc)
                 explain_failures.append({"as_of": f"{d:%Y-%m-%d}", "error": str(exc)[:500]})
@@ -585,6 +602,10 @@ def _run_cycle(
         per_month.append(row)
         timer.add("evaluation", t0)
 
+    if report_writer is not None:
+        t0 = time.perf_counter()
+        explain_failures.extend(report_writer.finish())
+        timer.add("explain_reports_wait", t0)
     return _write_summary(
         months, per_month, retrains, first, reports_dir, timer, s, truth is not None, baseline_dir,
         explain_failures, boot_events,

@@ -298,15 +298,18 @@ def explain_downgrades(
     rs = reasons or rs
     as_of = pd.Timestamp(as_of)
     prev_as_of = pd.Timestamp(prev_as_of)
-    models = {
-        k: (m if isinstance(m, PreparedModel) else prepare_model(m))
-        for k, m in (
-            ("credit_old", credit_old),
-            ("credit_new", credit_new),
-            ("fraud_old", fraud_old),
-            ("fraud_new", fraud_new),
-        )
-    }
+    # The same model object given twice (old and new versions equal) is compiled and scored once.
+    prepared: dict[int, PreparedModel] = {}
+    models = {}
+    for k, m in (
+        ("credit_old", credit_old),
+        ("credit_new", credit_new),
+        ("fraud_old", fraud_old),
+        ("fraud_new", fraud_new),
+    ):
+        if id(m) not in prepared:
+            prepared[id(m)] = m if isinstance(m, PreparedModel) else prepare_model(m)
+        models[k] = prepared[id(m)]
     down = select_downgrades(new_decisions, old_decisions)
     if users is not None:
         down = down[down["user_id"].isin([str(u) for u in users])].reset_index(drop=True)
@@ -397,12 +400,13 @@ def explain_downgrades(
             chosen = {data_keys[i] for i in range(len(data_keys)) if dmask >> i & 1}
             take_new = np.array([col_cause[c] in chosen for c in columns])
             hyb = np.where(take_new[None, :], nv, ov_mix)
+            margins: dict[int, np.ndarray] = {}
+            for key, m in models.items():
+                if id(m) not in margins:
+                    margins[id(m)] = m.margin(hyb[:, model_idx[key]], n_threads=n_threads)
             hybrid_scores[dmask] = {
                 "rule_cols": {c: hyb[:, pos[c]] for c in rule_cols},
-                **{
-                    key: m.margin(hyb[:, model_idx[key]], n_threads=n_threads)
-                    for key, m in models.items()
-                },
+                **{key: margins[id(m)] for key, m in models.items()},
             }
         return hybrid_scores[dmask]
 

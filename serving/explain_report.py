@@ -36,6 +36,8 @@ def _env() -> jinja2.Environment:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            # templates ship with the package: no stat of the file on every page
+            auto_reload=False,
         )
         _ENV.filters["num"] = lambda v, d=2: "" if v is None else f"{v:,.{d}f}"
     return _ENV

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.tables import read_table_dir, write_json, write_parquet, write_text
+from features.tables import read_table_dir, write_json, write_parquet, write_text, write_texts
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,20 @@ def run_explain(
     max_age_days: dict[str, float] | None = None,
     n_threads: int = 2,
     models: dict[str, Any] | None = None,
+    model_cache: dict[str, Any] | None = None,
+    report_writer: ReportWriter | None = None,
 ) -> ExplainRunResult:
     """Explain the adverse decisions at `as_of` against the latest earlier decisions; write everything.
 
     `models` (optional) maps "credit-pd/<v>" / "fraud/<v>" to loaded models, bypassing the registry.
+    `model_cache` (optional, e.g. one dict for a whole cycle) keeps registry models loaded and
+    compiled for attribution between calls; a registered version never changes, so a month that
+    uses the same versions as an earlier one skips the download and the compilation.
+    `report_writer` (optional) writes explanations.json and the HTML reports in its own process
+    while the caller goes on (the same bytes); explanations.parquet and summary.json are written
+    before this returns either way.
     """
-    from serving.explain import explain_downgrades
-    from serving.explain_report import render_summary_report, render_user_report
+    from serving.explain import explain_downgrades, prepare_model
     from serving.policy import load_policy
 
     as_of = pd.Timestamp(as_of)
@@ -162,6 +169,11 @@ def run_explain(
 
     def model(name: str, version: int):
         key = f"{name}/{version}"
+        if key not in loaded and model_cache is not None:
+            ck = f"{tracking_uri}|{key}"
+            if ck not in model_cache:
+                model_cache[ck] = prepare_model(_load_model(name, version, tracking_uri))
+            loaded[key] = model_cache[ck]
         if key not in loaded:
             loaded[key] = _load_model(name, version, tracking_uri)
         return loaded[key]
@@ -211,14 +223,13 @@ def run_explain(
         # A look at a few users must not replace the batch's files.
         out, rep = out / "selected", rep / "selected"
     records_path = write_parquet(result.records, out / "explanations.parquet")
-    json_path = write_json(result.details, out / "explanations.json")
     summary = {**result.summary, "as_of": day, "prev_as_of": f"{prev_as_of.date()}"}
     summary_path = write_json(summary, out / "summary.json")
-    for d in result.details:
-        write_text(render_user_report(d), rep / "users" / f"{d['user_id']}.html")
-    report_path = write_text(
-        render_summary_report(summary, result.details, day), rep / "index.html"
-    )
+    json_path, report_path = out / "explanations.json", rep / "index.html"
+    if report_writer is None:
+        write_reports(result.details, summary, day, out, rep)
+    else:
+        report_writer.submit(day, result.details, summary, out, rep)
     return ExplainRunResult(
         as_of,
         prev_as_of,
@@ -230,6 +241,67 @@ def run_explain(
         len(result.details),
         summary,
     )
+
+
+def write_reports(
+    details: list[dict[str, Any]], summary: dict[str, Any], day: str, out: Path, rep: Path
+) -> int:
+    """explanations.json, one reviewer page per explained user and the batch page; returns the
+    number of user pages."""
+    from serving.explain_report import render_summary_report, render_user_report
+
+    write_json(details, out / "explanations.json")
+    n = write_texts(
+        (rep / "users" / f"{d['user_id']}.html", render_user_report(d)) for d in details
+    )
+    write_text(render_summary_report(summary, details, day), rep / "index.html")
+    return n
+
+
+class ReportWriter:
+    """Writes explanation reports (`write_reports`) in one worker process, one batch at a time.
+
+    For a loop over months: the JSON details and per-user pages of month m are written while
+    month m+1 is scored and explained (the rendering is pure Python, so a thread would not run
+    beside it). At most one batch waits besides the one being written, so memory stays bounded.
+    `finish()` waits for everything and returns the batches that failed, with their errors.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork where there is one: a spawned worker would re-run the caller's main script (one
+        # without a `__main__` guard would start the loop again). The worker only renders and
+        # writes files; the parent's threads and connections are never used in it.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+        self._pending: list[tuple[str, Any]] = []
+        self.failures: list[dict[str, str]] = []
+        self.pages = 0
+
+    def submit(
+        self, day: str, details: list[dict[str, Any]], summary: dict[str, Any], out: Path, rep: Path
+    ) -> None:
+        while len(self._pending) >= 1:
+            self._collect(*self._pending.pop(0))
+        self._pending.append(
+            (day, self._pool.submit(write_reports, details, summary, day, Path(out), Path(rep)))
+        )
+
+    def _collect(self, day: str, future) -> None:
+        try:
+            self.pages += future.result()
+        except Exception as exc:  # reported by the caller, like a failed explanation
+            log.error("writing the explanation reports of %s failed: %s", day, exc)
+            self.failures.append({"as_of": day, "error": f"writing reports: {exc}"[:500]})
+
+    def finish(self) -> list[dict[str, str]]:
+        while self._pending:
+            self._collect(*self._pending.pop(0))
+        self._pool.shutdown(wait=True)
+        return self.failures
 
 
 # ----------------------------------------------------------------------------- fidelity

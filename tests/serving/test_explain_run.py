@@ -272,3 +272,45 @@ def test_fidelity_credits_a_defer_during_a_sync_incident_to_the_system():
     assert measure_fidelity(records, truth, incident)["top_cause_match_share"] == 0.5
     over = [{"name": "sync_incident", "start": "2026-03-01", "params": {"months": 2}}]
     assert measure_fidelity(records, truth, over)["top_cause_match_share"] == 0.0
+
+
+def test_reports_written_by_the_worker_process_are_the_same_bytes(tmp_path):
+    from serving.explain_run import ReportWriter
+
+    models = _world(tmp_path)
+    inline = _run(tmp_path, models)
+    files = sorted(p for p in (tmp_path / "explanations").rglob("*") if p.is_file())
+    files += sorted(p for p in (tmp_path / "reports").rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    assert len([p for p in files if p.parent.name == "users"]) == inline.user_reports > 0
+    for p in files:
+        p.unlink()
+    writer = ReportWriter()
+    cache: dict = {}
+    res = run_explain(
+        AS_OF_NEW,
+        tmp_path / "decisions",
+        tmp_path / "features",
+        tmp_path / "explanations",
+        tmp_path / "reports",
+        tracking_uri="sqlite:///unused.db",
+        models=models,
+        n_threads=1,
+        report_writer=writer,
+        model_cache=cache,
+    )
+    assert res.records_path.exists()  # the records are written before run_explain returns
+    assert writer.finish() == [] and writer.pages == inline.user_reports
+    assert {p: p.read_bytes() for p in files} == before
+
+
+def test_a_failing_report_batch_is_reported_not_raised(tmp_path):
+    from serving.explain_run import ReportWriter
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    writer = ReportWriter()
+    writer.submit("2025-01-31", [{"user_id": "u"}], {}, blocker / "out", blocker / "rep")
+    failures = writer.finish()
+    assert [f["as_of"] for f in failures] == ["2025-01-31"]
+    assert "writing reports" in failures[0]["error"]
