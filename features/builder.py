@@ -128,7 +128,7 @@ def build_features(
         timings["load"] = time.perf_counter() - t0
     try:
         x = pd.Timestamp(extracted_at) if extracted_at is not None else _extracted_at(tables)
-        for stmt in view_statements(as_of):
+        for stmt in view_statements(as_of, _money_columns(tables)):
             con.execute(stmt)
         steps = [(name, sql) for fam in FAMILIES for name, sql in fam.STEPS]
         steps.insert(3, ("active", ACTIVE_SQL))  # after line_at
@@ -166,6 +166,15 @@ def _final_sql(as_of: pd.Timestamp) -> str:
         f"LEFT JOIN {fam.STEPS[-1][0]} ON {fam.STEPS[-1][0]}.user_id = a.user_id" for fam in FAMILIES
     )
     return f"SELECT a.user_id, {ts_literal(as_of)} AS as_of,\n  " + ",\n  ".join(cols) + f"\nFROM active a\n{joins}\nORDER BY a.user_id"
+
+
+def _money_columns(tables: Mapping[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """Per raw table, its amount columns (`*_cny`, numeric): the views sum them as decimals."""
+    return {
+        t: [c for c in RAW_COLUMNS[t] if c.endswith("_cny") and pd.api.types.is_numeric_dtype(df[c])]
+        for t, df in tables.items()
+        if t in RAW_COLUMNS
+    }
 
 
 def _finish(df: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -70,10 +70,25 @@ def _fold_months(m: re.Match) -> str:
     return ts_literal(ts.normalize() + pd.DateOffset(months=int(m.group(3))))
 
 
-def view_statements(as_of: pd.Timestamp) -> list[str]:
-    """Views over the registered raw frames: `v_*` point-in-time, `all_*` unfiltered (labels)."""
+# Money (CNY) is summed as an exact decimal: a parallel engine adds doubles in whatever order its
+# threads finish, so the same rows could give sums that differ in the last bit (and so different
+# bytes); integer arithmetic on 1/10000 CNY gives the same sum in any order.
+MONEY = "DECIMAL(18,4)"
+
+
+def view_statements(as_of: pd.Timestamp, money: dict[str, list[str]] | None = None) -> list[str]:
+    """Views over the registered raw frames: `v_*` point-in-time, `all_*` unfiltered (labels).
+
+    `money`: per raw table, the amount columns the views hand out as `MONEY` decimals.
+    """
     out = []
     for view, table in VIEWS.items():
-        out.append(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM raw_{table} WHERE {render(VISIBLE, as_of)}")
-        out.append(f"CREATE OR REPLACE TEMP VIEW all_{view[2:]} AS SELECT * FROM raw_{table}")
+        cols = (money or {}).get(table, [])
+        sel = (
+            "* REPLACE (" + ", ".join(f"CAST({c} AS {MONEY}) AS {c}" for c in cols) + ")"
+            if cols
+            else "*"
+        )
+        out.append(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {sel} FROM raw_{table} WHERE {render(VISIBLE, as_of)}")
+        out.append(f"CREATE OR REPLACE TEMP VIEW all_{view[2:]} AS SELECT {sel} FROM raw_{table}")
     return out
