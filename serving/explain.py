@@ -742,21 +742,35 @@ def _group_contrib(model: PreparedModel, phi: np.ndarray, fm: dict) -> dict[str,
 
 
 def _before_after(
-    code: str, columns, changed_row, xn, xo, i, fm, limit: int = 3
+    code: str, columns, changed_row, xn, xo, i, fm, limit: int = 3, weights=None
 ) -> list[dict[str, str]]:
+    """Before/after values of the changed features behind a reason.
+
+    With `weights` (feature -> attribution toward higher risk), the features that pushed the
+    risk up come first, largest first, and the ones that pulled it down are left out: a reason
+    for a cut must not cite a value that fell, say fewer lenders (unless nothing in it rose).
+    """
+    cand = [
+        (j, c)
+        for j, c in enumerate(columns)
+        if changed_row[j] and c in fm and fm[c].reason == code
+    ]
+    if weights is not None:
+        pushed = [(j, c) for j, c in cand if weights.get(c, 0.0) > 0]
+        if pushed:
+            cand = sorted(pushed, key=lambda jc: (-weights[jc[1]], jc[0]))
     out = []
-    for j, c in enumerate(columns):
-        if changed_row[j] and c in fm and fm[c].reason == code:
-            unit = fm[c].unit
-            out.append(
-                {
-                    "feature": c,
-                    "description": fm[c].description,
-                    "before": format_value(float(xo[i, j]), unit),
-                    "after": format_value(float(xn[i, j]), unit),
-                }
-            )
-    return out[:limit]
+    for j, c in cand[:limit]:
+        unit = fm[c].unit
+        out.append(
+            {
+                "feature": c,
+                "description": fm[c].description,
+                "before": format_value(float(xo[i, j]), unit),
+                "after": format_value(float(xn[i, j]), unit),
+            }
+        )
+    return out
 
 
 def _values_text(ba: list[dict[str, str]]) -> str:
@@ -841,24 +855,30 @@ def _reason_items(
     # signals such as a device change can lower the line through the credit model as well).
     credit_groups = _group_contrib(c_old, phi_c, fm)
     fraud_groups = _group_contrib(f_old, phi_f, fm)
+    credit_w = dict(zip(c_old.features, phi_c, strict=True))
+    fraud_w = dict(zip(f_old.features, phi_f, strict=True))
     for code, w in credit_groups.items():
         rc, zh, en = _reason_text(code, rs)
         if w <= 0:
             continue
-        ba = _before_after(code, columns, changed_row, xn, xo, i, fm)
+        ba = _before_after(code, columns, changed_row, xn, xo, i, fm, weights=credit_w)
         scale = max(drop.get(rc, 0.0), 0.0)
         add(code, rc, scale * 1e3 + w, zh, en, ba)
     for code, w in fraud_groups.items():
         rc, zh, en = _reason_text(code, rs)
         if w <= 0:
             continue
-        ba = _before_after(code, columns, changed_row, xn, xo, i, fm)
+        ba = _before_after(code, columns, changed_row, xn, xo, i, fm, weights=fraud_w)
         scale = max(drop.get("fraud", 0.0), 0.0)
         add(code, "fraud", scale * 1e3 + w, zh, en, ba)
     # Context columns drive rules (lender count, debt-to-income): a data factor can cut the line
     # through them without moving the model's margin.
     for j, c in enumerate(columns):
         if not (c in RULE_CONTEXT and changed_row[j] and c in fm and c in col_cause):
+            continue
+        # only a move toward the rule: more lenders, more debt, a KYC expiry nearer
+        toward = xn[i, j] < xo[i, j] if c == "ctx_kyc_expiry_days" else xn[i, j] > xo[i, j]
+        if not toward:
             continue
         cat = col_cause[c]
         if cat in drop and drop[cat] > 1e-9:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,10 @@ class ReportWriter:
     ) -> None:
         while len(self._pending) >= 1:
             self._collect(*self._pending.pop(0))
+        # the worker is forked on the first submit and flushes the stdio it inherited when it
+        # exits: flush here so nothing the caller printed so far is written twice
+        sys.stdout.flush()
+        sys.stderr.flush()
         self._pending.append(
             (day, self._pool.submit(write_reports, details, summary, day, Path(out), Path(rep)))
         )
