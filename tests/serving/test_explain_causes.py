@@ -267,3 +267,23 @@ def test_a_deferred_kyc_freeze_going_ahead_leads_with_the_rule(world):
     assert rec["cause"] == "regulation"
     assert det["reasons"][0]["cause"] == "regulation"
     assert "REG-KYC" in det["reasons"][0]["text_en"]
+
+
+def test_reason_values_cite_what_pushed_the_risk_up():
+    from features.metadata import FEATURES
+    from serving.explain import _before_after
+
+    cols = ["bureau_overdue_cny", "bureau_overdue_accounts_cnt", "bureau_dpd_bucket_max_3m"]
+    xo = np.array([[800.0, 1.0, 1.0]])
+    xn = np.array([[0.0, 3.0, 4.0]])  # the amount overdue fell; accounts and bucket rose
+    weights = {"bureau_overdue_cny": -0.2, "bureau_overdue_accounts_cnt": 0.3,
+               "bureau_dpd_bucket_max_3m": 0.9}  # fmt: skip
+    got = _before_after("bureau_overdue", cols, [True] * 3, xn, xo, 0, FEATURES, weights=weights)
+    assert [v["feature"] for v in got] == [
+        "bureau_dpd_bucket_max_3m",
+        "bureau_overdue_accounts_cnt",
+    ]
+    # nothing pushed up (e.g. a rule's context): the changed values as they come
+    none_up = {c: -1.0 for c in cols}
+    got = _before_after("bureau_overdue", cols, [True] * 3, xn, xo, 0, FEATURES, weights=none_up)
+    assert [v["feature"] for v in got] == cols
