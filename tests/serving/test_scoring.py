@@ -20,6 +20,7 @@ from features.tables import write_parquet
 from serving.models import ScoringModel
 from serving.policy import load_policy
 from serving.scoring import DECISION_COLUMNS, SLOW_CHUNK_ENV, FeatureTableError, score_batch
+from tests.serving.score_job import models_from_files
 from tests.serving.scoring_helpers import (
     AS_OF,
     CREDIT_FEATURES,
@@ -304,21 +305,13 @@ def test_wrong_as_of_is_an_error(tmp_path, models, policy):
 
 
 def test_killed_run_resumes_to_identical_output(tmp_path, boosters):
-    import lightgbm as lgb
-
     table = write_table(make_features(400, seed=8), tmp_path)
     files = {}
     for role, b in boosters.items():
         files[role] = tmp_path / f"{role}.txt"
         b.save_model(str(files[role]))
     # the same models the subprocess loads (score_job.py)
-    credit, fraud = (lgb.Booster(model_file=str(files[r])) for r in ("credit", "fraud"))
-    loaded = {
-        "credit": ScoringModel(
-            "credit-pd", 3, credit.feature_name(), credit, calib_a=0.9, calib_b=-0.1
-        ),
-        "fraud": ScoringModel("fraud", 1, fraud.feature_name(), fraud),
-    }
+    loaded = models_from_files(str(files["credit"]), str(files["fraud"]))
     policy = load_policy()
     clean = tmp_path / "clean"
     run(table, loaded, policy, clean, chunk_rows=40)
@@ -415,19 +408,11 @@ def test_memory_does_not_grow_with_users(tmp_path, boosters):
     # user did (peak 4.2 MB at 12k users -> 13.7 MB at 48k before the streaming key check and
     # the DuckDB previous-decision join; 2.5 -> 3.0 MB after, the rest being fixed-size read
     # buffers that fill up with the file).
-    import lightgbm as lgb
-
     files = {}
     for role, b in boosters.items():
         files[role] = tmp_path / f"{role}.txt"
         b.save_model(str(files[role]))
-    credit, fraud = (lgb.Booster(model_file=str(files[r])) for r in ("credit", "fraud"))
-    loaded = {
-        "credit": ScoringModel(
-            "credit-pd", 3, credit.feature_name(), credit, calib_a=0.9, calib_b=-0.1
-        ),
-        "fraud": ScoringModel("fraud", 1, fraud.feature_name(), fraud),
-    }
+    loaded = models_from_files(str(files["credit"]), str(files["fraud"]))
     policy = load_policy()
     small = _allocation_peak(tmp_path, 12_000, files, loaded, policy)
     large = _allocation_peak(tmp_path, 48_000, files, loaded, policy)
