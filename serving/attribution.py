@@ -175,6 +175,15 @@ def _goes_left(v, thr, default_left, missing_type):
 
 
 @njit(nogil=True, cache=True)
+def _holds(features, n, j):
+    """Whether feature j is among the first n entries of a path's feature set."""
+    for k in range(n):  # noqa: SIM110 (numba compiles a loop, not any() over a generator)
+        if features[k] == j:
+            return True
+    return False
+
+
+@njit(nogil=True, cache=True)
 def _shapley_kernel(xn, xo, roots, feat, thr, dl, mt, left, right, leaf_value, wa, wb, depth, out):
     n_pairs = xn.shape[0]
     d = depth + 1
@@ -219,18 +228,10 @@ def _shapley_kernel(xn, xo, roots, feat, thr, dl, mt, left, right, leaf_value, w
                 if gx == gr:
                     node = left[node] if gx else right[node]
                     continue
-                in_a = False
-                for k in range(na):
-                    if cur_a[k] == j:
-                        in_a = True
-                if in_a:
+                if _holds(cur_a, na, j):
                     node = left[node] if gx else right[node]
                     continue
-                in_b = False
-                for k in range(nb):
-                    if cur_b[k] == j:
-                        in_b = True
-                if in_b:
+                if _holds(cur_b, nb, j):
                     node = left[node] if gr else right[node]
                     continue
                 # Rows part ways on a new feature: x_old's side waits on the stack with j in B,
