@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from features import behaviour, bureau, context, freshness, labels, repayment
 from features.contracts import COLUMNS as RAW_COLUMNS
-from features.contracts import TABLES, load_raw
+from features.contracts import TABLES, load_raw, manifest_extracted_at
 from features.metadata import METADATA_VERSION
 from features.sql import MACROS, render, ts_literal, view_statements
 from features.tables import file_digest, write_json, write_parquet
@@ -210,7 +210,7 @@ def build_feature_table(
     raw_dir = Path(raw_dir)
     loaded = load_raw(raw_dir, quarantine_dir)
     log.debug("raw tables loaded:\n%s", loaded.summary())
-    extracted_at = _manifest_extracted_at(raw_dir)
+    extracted_at = manifest_extracted_at(raw_dir)
     df = build_features(loaded.tables, as_of, extracted_at=extracted_at, threads=threads)
     target = feature_dir(out_dir, as_of)
     path = write_parquet(df, target / "features.parquet")
@@ -230,11 +230,3 @@ def build_feature_table(
     return path
 
 
-def _manifest_extracted_at(raw_dir: Path) -> pd.Timestamp | None:
-    import json
-
-    m = raw_dir / "manifest.json"
-    if m.exists():
-        v = json.loads(m.read_text()).get("extracted_at")
-        return pd.Timestamp(v) if v else None
-    return None

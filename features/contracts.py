@@ -409,7 +409,7 @@ def load_raw(
     """
     raw_dir, quarantine_dir = Path(raw_dir), Path(quarantine_dir)
     if extracted_at is None:
-        extracted_at = _manifest_extracted_at(raw_dir) or pd.Timestamp.now().floor("s")
+        extracted_at = manifest_extracted_at(raw_dir) or pd.Timestamp.now().floor("s")
     frames, sources = {}, {}
     for t in tables:
         folder = raw_dir / t
@@ -433,10 +433,11 @@ def load_raw(
     return LoadResult(kept, reports)
 
 
-def _manifest_extracted_at(raw_dir: Path) -> pd.Timestamp | None:
+def manifest_extracted_at(raw_dir: str | Path) -> pd.Timestamp | None:
+    """`extracted_at` from the extract's `raw_dir/manifest.json`, or None without one."""
     import json
 
-    manifest = raw_dir / "manifest.json"
+    manifest = Path(raw_dir) / "manifest.json"
     if manifest.exists():
         value = json.loads(manifest.read_text()).get("extracted_at")
         if value:

@@ -104,7 +104,7 @@ def build_month_tables(
     A table whose manifest records the same raw-input digests is reused.
     """
     from features.builder import build_features, connect_raw
-    from features.contracts import TABLES, load_raw
+    from features.contracts import TABLES, load_raw, manifest_extracted_at
     from features.tables import file_digest, write_json, write_parquet
 
     digests = {t: file_digest(raw_dir / t) for t in TABLES}
@@ -116,7 +116,7 @@ def build_month_tables(
         todo.append(d)
     if todo:
         loaded = load_raw(raw_dir, quarantine_dir)
-        extracted_at = _manifest_extracted_at(raw_dir)
+        extracted_at = manifest_extracted_at(raw_dir)
         from tqdm import tqdm
 
         con = connect_raw(loaded.tables, threads)  # the raw tables go to DuckDB once, not per month
@@ -150,14 +150,6 @@ def _feature_manifest(df, as_of, extracted_at, digests, loaded, path) -> dict:
         "output_digest": file_digest(path),
         "built_by": "serving.cycle",
     }
-
-
-def _manifest_extracted_at(raw_dir: Path) -> pd.Timestamp | None:
-    m = raw_dir / "manifest.json"
-    if m.exists():
-        v = json.loads(m.read_text()).get("extracted_at")
-        return pd.Timestamp(v) if v else None
-    return None
 
 
 def bootstrap_models(
@@ -454,6 +446,7 @@ def _run_cycle(
     settings: CycleSettings,
 ) -> CycleResult:
     """Run the loop from `start` to `end` (month-ends); write and return the summary."""
+    from features.contracts import manifest_extracted_at
     from serving.policy import load_policy
     from training.registry import CHAMPION, current_version
     from training.tracking import open_client
@@ -479,7 +472,7 @@ def _run_cycle(
     frozen = _load_models(tracking_uri, first[CREDIT_MODEL], first[FRAUD_MODEL]) if s.baseline_arm else None
     baseline_dir = reports_dir / "cycle" / "no_loop_decisions"  # removed by `make clean`
     truth = _truth(raw_dir)
-    world_end = _manifest_extracted_at(raw_dir)
+    world_end = manifest_extracted_at(raw_dir)
     horizon = s.monitor.label_horizon_months
 
     per_month: list[dict] = []
