@@ -136,28 +136,30 @@ def _truth(rows: dict[str, tuple[str, ...]], month: str = "2026-06-01") -> pd.Da
     )
 
 
+def _records(users: list[str], **columns) -> pd.DataFrame:
+    """Explanation records between AS_OF_OLD and AS_OF_NEW: clean checks unless given."""
+    base = {
+        "as_of": AS_OF_NEW,
+        "prev_as_of": AS_OF_OLD,
+        "freshness_flag": False,
+        "repaid_in_full_30d": False,
+        "additivity_error": 0.0,
+        "max_unchanged_attribution": 0.0,
+        "reproduced": True,
+    }
+    return pd.DataFrame({"user_id": users, **base, **columns})
+
+
 def test_fidelity_figures_from_truth():
-    records = pd.DataFrame(
-        {
-            "user_id": ["a", "b", "c", "d", "e", "f"],
-            "as_of": AS_OF_NEW,
-            "prev_as_of": AS_OF_OLD,
-            "cause": [
-                "risk_bureau",
-                "system_data",
-                "policy",
-                "risk_behaviour",
-                "risk_behaviour",
-                "model_update",
-            ],  # fmt: skip
-            "freshness_flag": [False, True, False, False, False, False],
-            "repaid_in_full_30d": [True, True, False, False, False, False],
-            "additivity_error": [1e-12, 0.0, 0.0, 2e-12, 0.0, 0.0],
-            "max_unchanged_attribution": 0.0,
-            "reproduced": True,
-            "credit_model_version_old": [1, 1, 1, 1, 1, 1],
-            "credit_model_version_new": [1, 1, 1, 1, 1, 2],
-        }
+    records = _records(
+        ["a", "b", "c", "d", "e", "f"],
+        cause=["risk_bureau", "system_data", "policy", "risk_behaviour", "risk_behaviour",
+               "model_update"],  # fmt: skip
+        freshness_flag=[False, True, False, False, False, False],
+        repaid_in_full_30d=[True, True, False, False, False, False],
+        additivity_error=[1e-12, 0.0, 0.0, 2e-12, 0.0, 0.0],
+        credit_model_version_old=[1, 1, 1, 1, 1, 1],
+        credit_model_version_new=[1, 1, 1, 1, 1, 2],
     )
     truth = pd.concat(
         [
@@ -192,20 +194,11 @@ def test_fidelity_figures_from_truth():
 
 
 def test_fidelity_counts_a_new_regulation_only_for_users_its_rules_now_apply_to():
-    records = pd.DataFrame(
-        {
-            "user_id": ["a", "b"],
-            "as_of": AS_OF_NEW,
-            "prev_as_of": AS_OF_OLD,
-            "prev_action": ["keep", "keep"],
-            "cause": ["regulation", "regulation"],
-            "rules_new": ["PD3;REG-DTI@2026-06-15", "PD3"],
-            "freshness_flag": False,
-            "repaid_in_full_30d": False,
-            "additivity_error": 0.0,
-            "max_unchanged_attribution": 0.0,
-            "reproduced": True,
-        }
+    records = _records(
+        ["a", "b"],
+        prev_action=["keep", "keep"],
+        cause=["regulation", "regulation"],
+        rules_new=["PD3;REG-DTI@2026-06-15", "PD3"],
     )
     truth = _truth({"a": ("behaviour",), "b": ("bureau",)})
     # the simulator's per-user truth cannot name a regulation: without the calendar, no match
@@ -219,19 +212,10 @@ def test_fidelity_counts_a_new_regulation_only_for_users_its_rules_now_apply_to(
 
 
 def test_fidelity_looks_a_month_further_back_for_a_cut_that_was_deferred():
-    records = pd.DataFrame(
-        {
-            "user_id": ["a", "b", "c"],
-            "as_of": AS_OF_NEW,
-            "prev_as_of": AS_OF_OLD,
-            "prev_action": ["defer", "defer", "keep"],
-            "cause": ["risk_bureau", "risk_behaviour", "risk_bureau"],
-            "freshness_flag": False,
-            "repaid_in_full_30d": False,
-            "additivity_error": 0.0,
-            "max_unchanged_attribution": 0.0,
-            "reproduced": True,
-        }
+    records = _records(
+        ["a", "b", "c"],
+        prev_action=["defer", "defer", "keep"],
+        cause=["risk_bureau", "risk_behaviour", "risk_bureau"],
     )
     truth = pd.concat(
         [
@@ -250,20 +234,12 @@ def test_fidelity_looks_a_month_further_back_for_a_cut_that_was_deferred():
 
 
 def test_fidelity_credits_a_defer_during_a_sync_incident_to_the_system():
-    records = pd.DataFrame(
-        {
-            "user_id": ["a", "b"],
-            "as_of": AS_OF_NEW,
-            "prev_as_of": AS_OF_OLD,
-            "prev_action": ["keep", "keep"],
-            "action": ["defer", "lower"],
-            "cause": ["system_data", "system_data"],
-            "freshness_flag": True,
-            "repaid_in_full_30d": False,
-            "additivity_error": 0.0,
-            "max_unchanged_attribution": 0.0,
-            "reproduced": True,
-        }
+    records = _records(
+        ["a", "b"],
+        prev_action=["keep", "keep"],
+        action=["defer", "lower"],
+        cause=["system_data", "system_data"],
+        freshness_flag=True,
     )
     truth = _truth({"a": ("behaviour",), "b": ("behaviour",)})  # both paid late; no stuck payment
     assert measure_fidelity(records, truth)["top_cause_match_share"] == 0.0
