@@ -304,12 +304,17 @@ def test_wrong_as_of_is_an_error(tmp_path, models, policy):
         run(table, models, policy, tmp_path / "decisions", as_of="2026-11-30")
 
 
+def _model_files(boosters, folder) -> dict[str, Path]:
+    """The boosters saved as LightGBM text files, as a subprocess loads them (score_job.py)."""
+    files = {role: folder / f"{role}.txt" for role in boosters}
+    for role, b in boosters.items():
+        b.save_model(str(files[role]))
+    return files
+
+
 def test_killed_run_resumes_to_identical_output(tmp_path, boosters):
     table = write_table(make_features(400, seed=8), tmp_path)
-    files = {}
-    for role, b in boosters.items():
-        files[role] = tmp_path / f"{role}.txt"
-        b.save_model(str(files[role]))
+    files = _model_files(boosters, tmp_path)
     # the same models the subprocess loads (score_job.py)
     loaded = models_from_files(str(files["credit"]), str(files["fraud"]))
     policy = load_policy()
@@ -408,10 +413,7 @@ def test_memory_does_not_grow_with_users(tmp_path, boosters):
     # user did (peak 4.2 MB at 12k users -> 13.7 MB at 48k before the streaming key check and
     # the DuckDB previous-decision join; 2.5 -> 3.0 MB after, the rest being fixed-size read
     # buffers that fill up with the file).
-    files = {}
-    for role, b in boosters.items():
-        files[role] = tmp_path / f"{role}.txt"
-        b.save_model(str(files[role]))
+    files = _model_files(boosters, tmp_path)
     loaded = models_from_files(str(files["credit"]), str(files["fraud"]))
     policy = load_policy()
     small = _allocation_peak(tmp_path, 12_000, files, loaded, policy)
