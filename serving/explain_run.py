@@ -424,7 +424,8 @@ def measure_fidelity(
     )
     if held.any():
         # ... but that month's sync delay was what the deferral handled: the data are current now
-        earlier = truth_um.copy()
+        ids = pd.Index(records["user_id"].astype(str)[held].unique())
+        earlier = truth_um[truth_um["user_id"].astype(str).isin(ids)].copy()
         first = (prev_as_of + pd.Timedelta(days=1)).to_period("M").to_timestamp()
         before = pd.to_datetime(earlier["month"]) < first
         if "cause_sync_delay" in earlier:
@@ -435,7 +436,6 @@ def measure_fidelity(
                 flags.any(axis=1), np.array(rest)[flags.argmax(axis=1)], "none"
             )
         longer = _truth_window(earlier, as_of, prev_as_of - pd.offsets.MonthEnd(1))
-        ids = pd.Index(records["user_id"].astype(str)[held].unique())
         truth = pd.concat([truth.drop(ids, errors="ignore"), longer.reindex(ids).dropna(how="all")])
     r = records.assign(user_id=records["user_id"].astype(str)).join(truth, on="user_id")
     flag_cols = [c for c in truth.columns if c.startswith("flag_")]
