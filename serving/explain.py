@@ -285,6 +285,7 @@ def explain_downgrades(
     `serving.policy.Policy` objects, evaluated on their own as-of dates (`prev_as_of` for the old).
     """
     from serving.policy import (
+        REGULATION_KINDS,
         adverse_cutoff_logodds,
         decide_lines,
         previous_bands,
@@ -558,6 +559,13 @@ def explain_downgrades(
             out_phi[level] = mdl.calib_a * attribute(
                 mdl.trees, rows_, np.repeat(ref[None, :], len(rows_), axis=0), n_threads
             )
+    # the ctx_ column each regulation reads, so a regulation reason cites its own input
+    rule_ctx = {
+        r.id: REGULATION_KINDS[r.kind][1]
+        for pol in (policy_old, policy_new)
+        for r in pol.regulations
+        if r.kind in REGULATION_KINDS
+    }
     records, details = [], []
     for i in range(n):
         uid = ids[i]
@@ -599,6 +607,7 @@ def explain_downgrades(
             c_new.version,
             policy_old.version,
             policy_new.version,
+            rule_ctx,
         )
         reasons_top = items[:MAX_REASONS]
         rec = _recourse_for(
@@ -805,6 +814,7 @@ def _reason_items(
     cv_new,
     pv_old,
     pv_new,
+    rule_ctx,
 ) -> list[dict[str, Any]]:
     """All reasons for one user, ranked: the top cause's reasons first, then by weight."""
     items: list[dict[str, Any]] = []
@@ -918,7 +928,9 @@ def _reason_items(
     if drop["regulation"] > 1e-9 or any(r.startswith("REG") for r in rules_new):
         regs = sorted(r for r in rules_new if r.startswith("REG")) or ["regulation"]
         ctx = []
-        for c in ("ctx_active_lenders_cnt", "ctx_dti_ratio", "ctx_kyc_expiry_days"):
+        # the inputs of the rules that fired (all the rules' inputs when none did)
+        read = [rule_ctx[r] for r in regs if r in rule_ctx] or list(RULE_CONTEXT)
+        for c in dict.fromkeys(read):
             if c in columns:
                 j = columns.index(c)
                 unit = fm[c].unit if c in fm else ""

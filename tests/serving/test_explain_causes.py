@@ -267,6 +267,8 @@ def test_a_deferred_kyc_freeze_going_ahead_leads_with_the_rule(world):
     assert rec["cause"] == "regulation"
     assert det["reasons"][0]["cause"] == "regulation"
     assert "REG-KYC" in det["reasons"][0]["text_en"]
+    # it cites the KYC rule's own input, not the other rules' (lenders, debt-to-income)
+    assert [v["feature"] for v in det["reasons"][0]["values"]] == ["ctx_kyc_expiry_days"]
 
 
 def test_reason_values_cite_what_pushed_the_risk_up():
