@@ -896,10 +896,40 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     np.add.at(new_od, (ru[b1], rm[b1]), 1)
     inq_cnt = np.zeros((n, M), dtype=np.int64)
     np.add.at(inq_cnt, (iu, im), 1)
+    # ... and, for the truth, per user and month whether the lender's bureau extract shows a new
+    # record that month, counted in the month it becomes available (a monthly report arrives days
+    # after its month ends, so a decision first sees it a month after the event): an account
+    # newly or further overdue (its DPD bucket rose), an account's first report (a new account,
+    # or one a new customer already had: the lender had no bureau view of it before), an inquiry.
+    fresh = np.zeros((n, M), dtype=bool)
+    opened_here = rm == first_m[rpos]
+    worse = (bucket > 0) & (rm - od_start[rpos] < 6)  # the bucket rises each overdue month to 6
+    mark = (worse | opened_here) & ok
+    avail_m = cal.month_of(np.minimum(av, cal.end - 1))
+    np.logical_or.at(fresh, (ru[mark], avail_m[mark]), True)
+    np.logical_or.at(fresh, (iu[ok_i], cal.month_of(np.minimum(iav[ok_i], cal.end - 1))), True)
+    # ... and whether the debt at other lenders the extract shows rose that month (the open
+    # accounts' total balance or balance/limit above the report before): balances drift every
+    # month, so this is background, not an event (the fidelity truth uses it only when no event
+    # was planted).
+    open_row = ~closing & ok
+    tot_bal = np.zeros((n, M))
+    tot_lim = np.zeros((n, M))
+    np.add.at(tot_bal, (ru[open_row], rm[open_row]), bal[open_row])
+    np.add.at(tot_lim, (ru[open_row], rm[open_row]), limit[rpos][open_row])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(tot_lim > 0, tot_bal / tot_lim, np.nan)
+    rose = (tot_lim[:, 1:] > 0) & (tot_lim[:, :-1] > 0) & (
+        (tot_bal[:, 1:] > tot_bal[:, :-1] + 0.5) | (ratio[:, 1:] > ratio[:, :-1] + 1e-9)
+    )
+    debt_up = np.zeros((n, M), dtype=bool)
+    debt_up[:, 2:] = rose[:, :-1]  # report month m rose vs m-1; available in month m+1
     obs = {
         "new_overdue": new_od,
         "new_accounts": k_new,
         "inquiries": inq_cnt,
+        "new_record_visible": fresh,
+        "debt_up_visible": debt_up,
         "rows_user_month": np.bincount(ru * M + rm, minlength=n * M).reshape(n, M),
     }
     return accounts, inquiries, obs
@@ -1133,10 +1163,11 @@ def _truth(
         fr["stop_t"] < NEVER, cal.month_of(np.minimum(fr["stop_t"], cal.end - 1)), NEVER
     )
     behaviour &= np.arange(M)[None, :] <= stop_month[:, None] + 3
-    # bureau: any new record the lender's bureau extract shows that month: an account newly
-    # overdue, a new account, an inquiry. Each is drawn from a rate that rises with risk (and
-    # jumps under distress and income shocks), so each is risk evidence the simulator planted.
-    bureau = (bur["new_overdue"] > 0) | (bur["new_accounts"] >= 1) | (bur["inquiries"] >= 1)
+    # bureau: any new record the lender's bureau extract shows that month (the month it becomes
+    # available, when a decision can first see it): an account newly or further overdue, a new
+    # account, an inquiry. Each is drawn from a rate that rises with risk (and jumps under
+    # distress and income shocks), so each is risk evidence the simulator planted.
+    bureau = bur["new_record_visible"].copy()
     # sync delay: a payment made this month that an as-of at the next month start cannot see yet
     sync = np.zeros((n, M), dtype=bool)
     d = pay["delayed"]
@@ -1168,6 +1199,12 @@ def _truth(
     after = np.arange(M)[None, :] >= signup_m[:, None]
     bal_end = sched[:, :M]
     bal_prev = np.concatenate([np.zeros((n, 1)), bal_end[:, :-1]], axis=1)
+    # Background drifts (not events, not in the primary cause): the debt at other lenders the
+    # bureau extract shows rose; the balance on this line rose (draws above repayments).
+    drifts = {
+        "bureau_debt": bur["debt_up_visible"] & after,
+        "own_balance": (bal_end > bal_prev + 0.5) & after,
+    }
     stopped = fr["stop_t"][:, None] < cal.edges[None, 1 : M + 1]
     repaid = ((bal_prev > 0) | drew) & (bal_end <= 1e-6) & ~stopped & after
     # a ring pays everything off (还清) days before its bust-out draw in the same month
@@ -1187,6 +1224,7 @@ def _truth(
             "ring_id": ring_col.iloc[uu].reset_index(drop=True),
             "is_fraudster": fr["is_ring"][uu],
             **{f"cause_{k}": causes[k][uu, mm] for k in TRUTH_CAUSES},
+            **{f"drift_{k}": v[uu, mm] for k, v in drifts.items()},
             "primary_cause": _str(
                 pc.take(pa.array([*TRUTH_CAUSES, "none"]), pa.array(primary[uu, mm]))
             ),

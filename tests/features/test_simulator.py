@@ -190,21 +190,34 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     assert set(month(lag["event_time"]).dt.strftime("%Y-%m")) <= {"2024-10", "2024-11"}
     payers = inst.loc[month(inst["event_time"]) >= pd.Timestamp("2024-10-01"), "user_id"].nunique()
     assert 0.01 <= lag["user_id"].nunique() / payers <= 0.06
-    # bureau: a new overdue account, a new account or an inquiry that month (the last month's
-    # bureau report is not available at the extract time, so it is left out)
-    bur = _raw(out, "bureau_accounts")
-    new_od = bur[bur["dpd_bucket"] == 1]
-    seen = set(zip(new_od["user_id"], month(new_od["event_time"]), strict=True))
+    # bureau: a new record the lender's extract shows that month, counted in the month it becomes
+    # available (a monthly report arrives days after its month, so a decision sees it a month
+    # later): an account whose DPD bucket rose, an account's first report, an inquiry
+    bur = _raw(out, "bureau_accounts").sort_values(["account_id", "event_time"])
+    rose = bur["dpd_bucket"] > bur.groupby("account_id")["dpd_bucket"].shift().fillna(0)
+    first_report = ~bur["account_id"].duplicated()
     q = _raw(out, "bureau_inquiries")
-    seen |= set(zip(q["user_id"], month(q["event_time"]), strict=True))
-    first_seen = bur.groupby("account_id").agg(
-        user_id=("user_id", "first"), open=("open_date", "first")
-    )
-    seen |= set(zip(first_seen["user_id"], month(first_seen["open"]), strict=True))
-    b = um[um["cause_bureau"] & (um["month"] < um["month"].max())]
+    shown = pd.concat([bur.loc[rose | first_report, ["user_id", "available_time"]], q[["user_id", "available_time"]]])
+    seen = set(zip(shown["user_id"], month(shown["available_time"]), strict=True))
+    b = um[um["cause_bureau"]]
     assert len(b) > 20
     hit = np.mean([k in seen for k in zip(b["user_id"], b["month"], strict=True)])
     assert hit >= 0.95, hit
+    # ... and every such record is flagged in its month (not in the month of the event)
+    flagged = set(zip(b["user_id"], b["month"], strict=True))
+    in_period = [k for k in seen if k[1] <= um["month"].max()]
+    assert np.mean([k in flagged for k in in_period]) >= 0.95
+    # drift: the open accounts' total balance (or balance / limit) in the report that became
+    # available that month rose above the report before
+    rep = bur[bur["close_date"].isna()].assign(m=month(bur["event_time"]))
+    tot = rep.groupby(["user_id", "m"])[["balance_cny", "limit_cny"]].sum()
+    tot["ratio"] = tot["balance_cny"] / tot["limit_cny"]
+    prev = tot.groupby(level="user_id").shift()
+    up = tot[(tot["balance_cny"] > prev["balance_cny"] + 0.5) | (tot["ratio"] > prev["ratio"] + 1e-9)]
+    up_avail = {(u, m + pd.offsets.MonthBegin(1)) for u, m in up.index}
+    d = um[um["drift_bureau_debt"]]
+    assert len(d) > 100
+    assert np.mean([k in up_avail for k in zip(d["user_id"], d["month"], strict=True)]) >= 0.95
     # behaviour: an installment due that month paid 1+ days late or not paid (or a draw up to the line)
     loans = _raw(out, "loans")
     pos, seq, due = due_dates(loans["event_time"], loans["term_months"].to_numpy())
