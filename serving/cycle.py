@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from serving.explain import ADVERSE_ACTIONS, select_downgrades
+from serving.explain_run import usable_before
 from serving.monitor import (
     MonitorSettings,
     champion_lineage,
@@ -356,13 +357,14 @@ def outcome_rates(
 
 def month_stats(
     decisions: pd.DataFrame, previous: pd.DataFrame | None, good: pd.Series,
-    explanations: pd.DataFrame | None,
+    explanations: pd.DataFrame | None, usable: pd.Series | None = None,
 ) -> dict:
     """Adverse actions, downgrades by cause, and wrongful post-repayment downgrades for one month.
 
     A downgrade is what `creditline explain` explains: `serving.explain.select_downgrades`
     against the `previous` decisions (the usable line fell, or an adverse decision was
-    deferred). A user frozen in both months had an adverse action but no new downgrade; with no
+    deferred; `usable`: the line a deferred previous decision held, `serving.explain_run.usable_before`).
+    A user frozen in both months had an adverse action but no new downgrade; with no
     previous decision there are no downgrades. `adverse_actions` counts every lower, freeze,
     close or defer. Causes come from `explanations` (records of `explain_downgrades`), every
     downgrade without a record is `not_explained`; without explanations (the no-loop arm),
@@ -370,7 +372,7 @@ def month_stats(
     """
     dec = decisions.assign(user_id=decisions["user_id"].astype(str)).set_index("user_id")
     adverse = dec["action"].isin(ADVERSE_ACTIONS)
-    down_ids = set() if previous is None else set(select_downgrades(decisions, previous)["user_id"])
+    down_ids = set() if previous is None else set(select_downgrades(decisions, previous, usable)["user_id"])
     down = pd.Series(dec.index.isin(list(down_ids)), index=dec.index)
     g = good.reindex(dec.index)
     known_good = g.fillna(False).astype(bool)
@@ -409,6 +411,14 @@ def _previous_decisions(decisions_dir: Path, months: list[pd.Timestamp], as_of: 
     """The decisions of the cycle month before `as_of` (None in the first month)."""
     i = months.index(as_of)
     return pd.read_parquet(decisions_path(decisions_dir, months[i - 1])) if i else None
+
+
+def _month_stats(decisions_dir: Path, months: list[pd.Timestamp], d: pd.Timestamp, good, explained) -> dict:
+    """`month_stats` of the decisions at `d` against the month before (a defer's held line resolved)."""
+    dec = pd.read_parquet(decisions_path(decisions_dir, d))
+    prev = _previous_decisions(decisions_dir, months, d)
+    usable = None if prev is None else usable_before(decisions_dir, prev, months[months.index(d) - 1])
+    return month_stats(dec, prev, good, explained, usable)
 
 
 def _read_explanations(explanations_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
@@ -568,7 +578,6 @@ def _run_cycle(
         t0 = time.perf_counter()
         feats = pd.read_parquet(fpath)
         good = good_repayers(feats, truth, d, horizon, world_end)
-        dec = pd.read_parquet(decisions_path(decisions_dir, d))
         prev = _previous_decisions(decisions_dir, months, d)
         explained = None
         if prev is not None and not (explain_failures and explain_failures[-1]["as_of"] == f"{d:%Y-%m-%d}"):
@@ -578,7 +587,7 @@ def _run_cycle(
         row = {
             "as_of": f"{d:%Y-%m-%d}", "credit_model_version": int(champ_v), "fraud_model_version": int(fraud_v),
             **outcome_rates(feats, truth, d, horizon, world_end),
-            "loop": month_stats(dec, prev, good, explained),
+            "loop": _month_stats(decisions_dir, months, d, good, explained),
             "drift_alarm": bool(summary["trigger"]["retrain"]),
             "alarm_reasons": summary["trigger"]["reasons"],
             "score_psi": summary["score"]["psi"],
@@ -590,8 +599,7 @@ def _run_cycle(
             "monitoring_report": str(mon.folder),
         }
         if frozen is not None:
-            base = pd.read_parquet(decisions_path(baseline_dir, d))
-            row["no_loop"] = month_stats(base, _previous_decisions(baseline_dir, months, d), good, None)
+            row["no_loop"] = _month_stats(baseline_dir, months, d, good, None)
         per_month.append(row)
         timer.add("evaluation", t0)
 

@@ -31,6 +31,7 @@ import logging
 import math
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,32 +203,65 @@ def _mix_policy(pin_old, pin_new, regulation_new: bool, policy_new: bool):
 # ----------------------------------------------------------------------------- core
 
 
-def select_downgrades(new_decisions: pd.DataFrame, old_decisions: pd.DataFrame) -> pd.DataFrame:
+def usable_lines(
+    previous: pd.DataFrame, older: Iterable[pd.DataFrame] = ()
+) -> pd.Series:
+    """The line each user could draw on after `previous` (index: user_id as str).
+
+    The line, or 0 when frozen or closed. A defer holds the state before it (a frozen user stays
+    frozen while a decision waits for current data), so for a deferred user it is the usable
+    line of the latest earlier decision that was not a defer, looked up in `older` (decision
+    sets, newest first, read only while deferred users remain); the defer's own line where none
+    is found.
+    """
+    prev = previous.assign(user_id=previous["user_id"].astype(str)).drop_duplicates("user_id")
+    prev = prev.set_index("user_id")
+    usable = pd.Series(
+        np.where(
+            prev["action"].isin(["freeze", "close"]), 0.0, prev["new_line_cny"].to_numpy(np.float64)
+        ),
+        index=prev.index,
+    )
+    pending = pd.Index(prev.index[prev["action"].astype(str).eq("defer").to_numpy()])
+    for earlier in older:
+        if pending.empty:
+            break
+        e = earlier.assign(user_id=earlier["user_id"].astype(str)).drop_duplicates("user_id")
+        e = e[e["user_id"].isin(pending) & e["action"].astype(str).ne("defer")].set_index("user_id")
+        usable.loc[e.index] = np.where(
+            e["action"].isin(["freeze", "close"]), 0.0, e["new_line_cny"].to_numpy(np.float64)
+        )
+        pending = pending.difference(e.index)
+    return usable
+
+
+def select_downgrades(
+    new_decisions: pd.DataFrame,
+    old_decisions: pd.DataFrame,
+    usable_before: pd.Series | None = None,
+) -> pd.DataFrame:
     """Users in both decision sets whose usable line fell, or whose adverse decision was deferred.
 
     The usable line is the line, or 0 when frozen or closed: a freeze or close after a keep counts,
-    a user frozen both times does not (nothing new happened to explain).
+    a user frozen both times does not (nothing new happened to explain). `usable_before` (from
+    `usable_lines`, with the decisions before `old_decisions`) gives the line a deferred previous
+    decision held: a user frozen, then deferred, then frozen again was never unfrozen. Without
+    it a defer counts as holding its own line.
     """
     need = ["user_id", "new_line_cny", "action"]
     for name, df in (("new decisions", new_decisions), ("previous decisions", old_decisions)):
         missing = [c for c in need if c not in df.columns]
         if missing:
             raise ValueError(f"explain: {name} lack column(s) {missing}")
-    old = (
-        old_decisions.assign(user_id=old_decisions["user_id"].astype(str))
-        .drop_duplicates("user_id")
-        .set_index("user_id")
-    )
+    if usable_before is None:
+        usable_before = usable_lines(old_decisions)
     new = new_decisions.assign(user_id=new_decisions["user_id"].astype(str))
-    new = new[new["user_id"].isin(old.index)]
-    prev = old.loc[new["user_id"]]
-    usable_before = np.where(
-        prev["action"].isin(["freeze", "close"]), 0.0, prev["new_line_cny"].to_numpy(np.float64)
-    )
+    new = new[new["user_id"].isin(usable_before.index)]
+    before = usable_before.loc[new["user_id"]].to_numpy(np.float64)
     usable_after = np.where(
         new["action"].isin(["freeze", "close"]), 0.0, new["new_line_cny"].to_numpy(np.float64)
     )
-    adverse = (usable_after < usable_before - 0.5) | (new["action"] == "defer").to_numpy()
+    adverse = (usable_after < before - 0.5) | (new["action"] == "defer").to_numpy()
     return new[adverse].sort_values("user_id").reset_index(drop=True)
 
 
@@ -278,11 +312,13 @@ def explain_downgrades(
     reasons: dict | None = None,
     max_age_days: dict[str, float] | None = None,
     n_threads: int = 2,
+    usable_before: pd.Series | None = None,
 ) -> Explanations:
     """Explain every adverse decision in `new_decisions` against `old_decisions`.
 
     Models are LoadedModel-like (or already `prepare_model`-ed); policies are
     `serving.policy.Policy` objects, evaluated on their own as-of dates (`prev_as_of` for the old).
+    `usable_before`: see `select_downgrades` (the line a deferred previous decision held).
     """
     from serving.policy import (
         REGULATION_KINDS,
@@ -311,7 +347,7 @@ def explain_downgrades(
         if id(m) not in prepared:
             prepared[id(m)] = m if isinstance(m, PreparedModel) else prepare_model(m)
         models[k] = prepared[id(m)]
-    down = select_downgrades(new_decisions, old_decisions)
+    down = select_downgrades(new_decisions, old_decisions, usable_before)
     if users is not None:
         down = down[down["user_id"].isin([str(u) for u in users])].reset_index(drop=True)
     n = len(down)
@@ -522,9 +558,15 @@ def explain_downgrades(
         set(filter(None, str(r).split(";")))
         for r in down.get("rules_fired", pd.Series([""] * n)).fillna("")
     ]
+    # A deferred decision applied none of its rules (they were held back), so every rule the
+    # decision that goes ahead now fires is new.
     old_rules = [
-        set(filter(None, str(r).split(";")))
-        for r in old_dec.get("rules_fired", pd.Series([""] * n, index=old_dec.index)).fillna("")
+        set() if act == "defer" else set(filter(None, str(r).split(";")))
+        for r, act in zip(
+            old_dec.get("rules_fired", pd.Series([""] * n, index=old_dec.index)).fillna(""),
+            old_dec["action"].astype(str),
+            strict=True,
+        )
     ]
 
     old_rows = old_dec.reset_index().to_dict("records")
@@ -1292,5 +1334,6 @@ __all__ = [
     "pin_policy",
     "prepare_model",
     "select_downgrades",
+    "usable_lines",
     "summarise",
 ]

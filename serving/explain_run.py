@@ -40,6 +40,12 @@ TRUE_CAUSE_EXPLAINED: dict[str, frozenset[str]] = {
     "bureau": frozenset({"risk_bureau"}),
     "macro": frozenset(),  # every user in the ramp-in months: it shows through the events above
 }
+# Background drifts the simulator records beside its events (truth column drift_<name>): a
+# downgrade with no event planted between its decisions is caused by what drifted instead.
+TRUE_DRIFT_EXPLAINED: dict[str, frozenset[str]] = {
+    "bureau_debt": frozenset({"risk_bureau"}),  # debt at other lenders rose (balances drift)
+    "own_balance": frozenset({"risk_behaviour"}),  # the balance on this line rose (draws)
+}
 # The strict reading: one primary cause per user by a fixed priority; "none" (no risk event
 # planted) matches a model, policy or regulation change.
 TRUE_CAUSE_MATCH: dict[str, frozenset[str]] = {
@@ -72,6 +78,16 @@ def _as_of_dirs(folder: Path, name: str) -> dict[pd.Timestamp, Path]:
         if m and (d / name).exists():
             out[pd.Timestamp(m.group(1))] = d / name
     return out
+
+
+def usable_before(decisions_dir: str | Path, previous: pd.DataFrame, prev_as_of) -> pd.Series:
+    """`serving.explain.usable_lines` of `previous` (the decisions at `prev_as_of`), a deferred
+    user's line looked up in the decision sets stored before it (read only while needed)."""
+    from serving.explain import usable_lines
+
+    found = _as_of_dirs(Path(decisions_dir), "decisions.parquet")
+    days = sorted((d for d in found if d < pd.Timestamp(prev_as_of)), reverse=True)
+    return usable_lines(previous, (read_table_dir(found[d]) for d in days))
 
 
 def _one_version(df: pd.DataFrame, col: str, where: Path) -> int:
@@ -216,6 +232,7 @@ def run_explain(
         users=users,
         max_age_days=max_age_days,
         n_threads=n_threads,
+        usable_before=usable_before(decisions_dir, old_dec, prev_as_of),
     )
     day = f"{as_of.date()}"
     out = Path(explanations_dir) / f"as_of={day}"
@@ -335,6 +352,10 @@ def _truth_window(
         col = f"cause_{cause}"
         if col in t.columns:
             out[f"flag_{cause}"] = g[col].any()
+    for drift in TRUE_DRIFT_EXPLAINED:
+        col = f"drift_{drift}"
+        if col in t.columns:
+            out[f"flag_drift_{drift}"] = g[col].any()
     if "flag_sync_delay" not in out:  # an older truth table: the primary cause still says it
         out["flag_sync_delay"] = g["_rank"].min() == rank["sync_delay"]
     return out
@@ -366,7 +387,11 @@ def _incident_ran(calendar, prev_as_of: pd.Timestamp, as_of: pd.Timestamp) -> bo
 
 
 def planted_causes(
-    row: pd.Series, started: frozenset[str], prev_as_of: pd.Timestamp, as_of: pd.Timestamp
+    row: pd.Series,
+    started: frozenset[str],
+    prev_as_of: pd.Timestamp,
+    as_of: pd.Timestamp,
+    drifts: bool = True,
 ) -> frozenset[str]:
     """The explanation causes the ground truth planted between a user's two decisions.
 
@@ -375,7 +400,9 @@ def planted_causes(
     a sync incident the calendar ran in it, for a decision the freshness guard deferred;
     a risk-appetite change the calendar started in it (it moves every user's cut-offs); a
     regulation the calendar started in it, for the users one of its dated rules now applies to;
-    a model update when the recorded credit or fraud model version changed.
+    a model update when the recorded credit or fraud model version changed. Where the simulator
+    planted no event for the user in the window, its background drifts stand in (debt at other
+    lenders rose -> risk_bureau; the balance on this line rose -> risk_behaviour).
     """
     if bool(row.get("flag_sync_delay", False)):
         return frozenset({"system_data"})
@@ -384,9 +411,15 @@ def planted_causes(
         out.add("system_data")  # a sync incident ran, and the guard held this decision back
     if "regulation" in started and _new_dated_rule_fired(row.get("rules_new"), prev_as_of, as_of):
         out.add("regulation")
+    events: set[str] = set()
     for cause, explained in TRUE_CAUSE_EXPLAINED.items():
         if bool(row.get(f"flag_{cause}", False)):
-            out |= explained
+            events |= explained
+    if drifts and not events:  # no event planted: what drifted in the window is the cause
+        for drift, explained in TRUE_DRIFT_EXPLAINED.items():
+            if bool(row.get(f"flag_drift_{drift}", False)):
+                events |= explained
+    out |= events
     for kind in ("credit", "fraud"):
         old, new = row.get(f"{kind}_model_version_old"), row.get(f"{kind}_model_version_new")
         if pd.notna(old) and pd.notna(new) and str(old) != str(new):
@@ -443,20 +476,42 @@ def measure_fidelity(
         true_cause=r["true_cause"].fillna("none"),
         **{c: r[c].fillna(False).astype(bool) for c in flag_cols},
     )
-    started = frozenset(
-        CALENDAR_CAUSES[e["name"]]
-        for e in (calendar or [])
-        if e.get("name") in CALENDAR_CAUSES and prev_as_of < pd.Timestamp(e["start"]) <= as_of
-    ) | frozenset({"system_data"} if _incident_ran(calendar, prev_as_of, as_of) else set())
-    planted = [planted_causes(row, started, prev_as_of, as_of) for _, row in r.iterrows()]
+    def calendar_started(since: pd.Timestamp) -> frozenset[str]:
+        return frozenset(
+            CALENDAR_CAUSES[e["name"]]
+            for e in (calendar or [])
+            if e.get("name") in CALENDAR_CAUSES and since < pd.Timestamp(e["start"]) <= as_of
+        ) | frozenset({"system_data"} if _incident_ran(calendar, since, as_of) else set())
+
+    started = calendar_started(prev_as_of)
+    # a held cut's window (and the calendar changes in it) starts a month earlier too
+    held_since = prev_as_of - pd.offsets.MonthEnd(1)
+    started_held = calendar_started(held_since)
+    held_r = r["prev_action"].astype(str).eq("defer").to_numpy() if "prev_action" in r else held
+    def planted_all(drifts: bool) -> list[frozenset[str]]:
+        return [
+            planted_causes(row, started_held, held_since, as_of, drifts)
+            if h
+            else planted_causes(row, started, prev_as_of, as_of, drifts)
+            for h, (_, row) in zip(held_r, r.iterrows(), strict=True)
+        ]
+
+    planted = planted_all(drifts=True)
+    planted_events = planted_all(drifts=False)
     cause = r["cause"].astype(str).to_list()
     match = np.array([c in p for c, p in zip(cause, planted, strict=True)])
+    match_events = np.array([c in p for c, p in zip(cause, planted_events, strict=True)])
     n_planted = np.array([len(p) for p in planted])
     single = n_planted == 1
     strict_by_truth = np.array(
         [c in TRUE_CAUSE_MATCH[t] for c, t in zip(cause, r["true_cause"], strict=True)]
     )
-    by_calendar = np.array([c in p and c in started for c, p in zip(cause, planted, strict=True)])
+    by_calendar = np.array(
+        [
+            c in p and c in (started_held if h else started)
+            for c, p, h in zip(cause, planted, held_r, strict=True)
+        ]
+    )
     strict = strict_by_truth | by_calendar
     sync = r["flag_sync_delay"].to_numpy()
     rif = r["repaid_in_full_30d"].astype(bool).to_numpy()
@@ -480,6 +535,8 @@ def measure_fidelity(
         "top_cause_match_share_single_cause": _share(match[single]),
         "single_cause_downgrades": int(single.sum()),
         "no_planted_cause_downgrades": int((n_planted == 0).sum()),
+        "top_cause_match_share_events_only": float(match_events.mean()),
+        "no_planted_event_downgrades": int(sum(len(p) == 0 for p in planted_events)),
         "best_constant_answer": max(constant, key=constant.get) if constant else None,
         "best_constant_answer_share": max(constant.values()) if constant else None,
         "constant_answer_share": constant,

@@ -118,6 +118,8 @@ def fidelity(
         "top_cause_match_share",
         "top_cause_match_share_single_cause",
         "no_planted_cause_downgrades",
+        "top_cause_match_share_events_only",
+        "no_planted_event_downgrades",
         "best_constant_answer",
         "best_constant_answer_share",
         "top_cause_match_share_strict_priority",

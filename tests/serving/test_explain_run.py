@@ -124,7 +124,7 @@ def test_single_user_and_clear_errors(tmp_path):
 
 
 def _truth(rows: dict[str, tuple[str, ...]], month: str = "2026-06-01") -> pd.DataFrame:
-    """A user-month truth table: per user, the simulator causes flagged that month."""
+    """A user-month truth table: per user, the simulator causes (and drift_<name>) flagged that month."""
     order = ["sync_delay", "fraud", "kyc_expiry", "device_change", "behaviour", "bureau", "macro"]
     return pd.DataFrame(
         {
@@ -132,6 +132,10 @@ def _truth(rows: dict[str, tuple[str, ...]], month: str = "2026-06-01") -> pd.Da
             "month": pd.Timestamp(month),
             "primary_cause": [next((c for c in order if c in f), "none") for f in rows.values()],
             **{f"cause_{c}": [c in f for f in rows.values()] for c in order},
+            **{
+                f"drift_{d}": [f"drift_{d}" in f for f in rows.values()]
+                for d in ("bureau_debt", "own_balance")
+            },
         }
     )
 
@@ -233,6 +237,40 @@ def test_fidelity_looks_a_month_further_back_for_a_cut_that_was_deferred():
     assert f["sync_delay_cases"] == 0  # the data were current at the new decision
 
 
+def test_fidelity_uses_drifts_only_where_no_event_was_planted():
+    records = _records(
+        ["a", "b", "c", "d"], cause=["risk_bureau", "risk_bureau", "risk_behaviour", "risk_bureau"]
+    )
+    truth = _truth(
+        {
+            "a": ("drift_bureau_debt",),  # nothing planted but the debt elsewhere drifted up
+            "b": ("behaviour", "drift_bureau_debt"),  # a late payment: the event is the cause
+            "c": ("drift_own_balance", "drift_bureau_debt"),  # two drifts: either matches
+            "d": (),  # nothing at all
+        }
+    )
+    f = measure_fidelity(records, truth)
+    assert f["top_cause_match_share"] == pytest.approx(2 / 4)  # a, c
+    assert f["no_planted_cause_downgrades"] == 1  # d
+    # events alone: only b has a planted cause, and it is not the one explained
+    assert f["top_cause_match_share_events_only"] == 0.0
+    assert f["no_planted_event_downgrades"] == 3
+
+
+def test_fidelity_counts_a_regulation_started_before_a_deferral_for_the_held_cut():
+    records = _records(
+        ["a", "b"],
+        prev_action=["defer", "keep"],
+        cause=["regulation", "regulation"],
+        rules_new=["PD3;REG-DTI@2026-05-15", "PD3;REG-DTI@2026-05-15"],
+    )
+    truth = pd.concat([_truth({"a": (), "b": ()}), _truth({"a": (), "b": ()}, "2026-05-01")])
+    calendar = [{"name": "regulation", "start": "2026-05-15", "params": {}}]
+    f = measure_fidelity(records, truth, calendar)
+    # a's cut was held back in May, when the regulation started; b was decided then (not held)
+    assert f["top_cause_match_share"] == 0.5
+
+
 def test_fidelity_credits_a_defer_during_a_sync_incident_to_the_system():
     records = _records(
         ["a", "b"],
@@ -290,3 +328,32 @@ def test_a_failing_report_batch_is_reported_not_raised(tmp_path):
     failures = writer.finish()
     assert [f["as_of"] for f in failures] == ["2025-01-31"]
     assert "writing reports" in failures[0]["error"]
+
+
+def test_a_freeze_held_by_a_defer_is_not_a_new_downgrade(tmp_path):
+    from serving.explain import select_downgrades
+    from serving.explain_run import usable_before
+
+    def dec(actions: dict[str, str]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"user_id": list(actions), "new_line_cny": 5000.0, "action": list(actions.values())}
+        )
+
+    days = {
+        "2026-04-30": dec({"f": "freeze", "k": "keep", "c": "close", "d": "defer"}),
+        "2026-05-31": dec({"f": "defer", "k": "defer", "c": "defer", "d": "defer"}),
+        "2026-06-30": dec({"f": "freeze", "k": "lower", "c": "freeze", "d": "freeze"}),
+    }
+    days["2026-06-30"].loc[1, "new_line_cny"] = 3000.0
+    for day, frame in days.items():
+        write_parquet(frame, tmp_path / f"as_of={day}" / "decisions.parquet")
+    usable = usable_before(tmp_path, days["2026-05-31"], "2026-05-31")
+    # f and c were frozen / closed before the defer and still are; k kept 5000; d was deferred
+    # since before the first stored decision: its own line stands
+    assert usable.to_dict() == {"f": 0.0, "k": 5000.0, "c": 0.0, "d": 5000.0}
+    down = select_downgrades(days["2026-06-30"], days["2026-05-31"], usable)
+    assert sorted(down["user_id"]) == ["d", "k"]
+    # without the lookup a defer holds its own line: the frozen user would count again
+    assert sorted(select_downgrades(days["2026-06-30"], days["2026-05-31"])["user_id"]) == [
+        "c", "d", "f", "k",
+    ]  # fmt: skip
