@@ -9,7 +9,8 @@ invisible, and the user simply looks unpaid. The signal must come from what IS v
   the share that arrived more than 2 days after they happened. In an incident, the payments
   that do get through arrive late, so this rises while the incident lasts.
 - `fresh_user_payment_lag_max_days_30d` (user): the longest arrival lag among this user's
-  visible payments made in the last 30 days.
+  visible payments made or arrived in the last 30 days (a payment made 32 days ago that arrived
+  last week tells that this user's payments are stuck now).
 - `fresh_sync_lag_flag` (user, 0/1): 1 when this user's own recent payments arrived late
   (> 2 days), or when the user has an installment due in the last 30 days that shows unpaid
   while the payments feed is lagging (lag share > 1 % or its watermark older than 2 days): that
@@ -63,7 +64,10 @@ SELECT {ages},
 user_lag AS (
     SELECT user_id, CAST(MAX(seconds_between(event_time, available_time)) AS DOUBLE) / 86400.0
                AS fresh_user_payment_lag_max_days_30d
-    FROM v_payments WHERE event_time >= {{T}} - INTERVAL '{RECENT_DAYS}' DAY GROUP BY user_id
+    FROM v_payments
+    WHERE event_time >= {{T}} - INTERVAL '{RECENT_DAYS}' DAY
+       OR available_time >= {{T}} - INTERVAL '{RECENT_DAYS}' DAY
+    GROUP BY user_id
 ),
 recent_unpaid AS (
     SELECT user_id, COUNT(*) AS n FROM sched

@@ -295,3 +295,20 @@ def test_freshness_flags_a_small_incident():
     assert out.loc["u_z", "fresh_sync_lag_flag"] == 1
     # on-time payers with nothing unpaid are not held back by the incident
     assert out.loc["u_00", "fresh_sync_lag_flag"] == 0
+
+
+def test_freshness_flags_a_user_whose_payment_arrived_late_this_month():
+    # u_m paid on 05-28 (34 days before T); it arrived 06-07, 10 days late. Nothing of u_m's is
+    # due or visible unpaid now, but a payment of u_m's made on 06-29 may be stuck the same way:
+    # the lag counts because the payment arrived within the 30 days. u_n's late payment arrived
+    # 40 days ago: too long ago to say anything about now. u_o's on-time payment keeps the feed
+    # current (no book-level lag), so u_n's unpaid June installment is not held back either.
+    users = [{"user_id": u, "event_time": "2025-01-01"} for u in ("u_m", "u_n", "u_o")]
+    loans = [{"loan_id": f"L{u}", "user_id": u, "amount_cny": 900.0, "installment_cny": 310.0,
+              "event_time": "2025-04-20"} for u in ("u_m", "u_n", "u_o")]
+    pays = [_pay("Lu_m", "u_m", 1, "2025-05-28 10:00", 310.0, available_time="2025-06-07 10:00"),
+            _pay("Lu_n", "u_n", 1, "2025-05-12 10:00", 310.0, available_time="2025-05-22 10:00"),
+            _pay("Lu_o", "u_o", 1, "2025-06-30 10:00", 310.0, available_time="2025-06-30 10:30")]
+    out = build_features(tables(users=users, loans=loans, installments=pays), T).set_index("user_id")
+    check(out.loc["u_m"], {"fresh_user_payment_lag_max_days_30d": 10.0, "fresh_sync_lag_flag": 1})
+    check(out.loc["u_n"], {"fresh_user_payment_lag_max_days_30d": math.nan, "fresh_sync_lag_flag": 0})
