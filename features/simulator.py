@@ -1168,12 +1168,17 @@ def _truth(
     # account, an inquiry. Each is drawn from a rate that rises with risk (and jumps under
     # distress and income shocks), so each is risk evidence the simulator planted.
     bureau = bur["new_record_visible"].copy()
-    # sync delay: a payment made this month that an as-of at the next month start cannot see yet
+    # sync delay: a payment made before this month's decision that the decision cannot see yet.
+    # Decisions are taken at month-end as-of dates (T = the start of the month's last day), so a
+    # month runs from the last day of the month before to the start of its own last day; a
+    # payment made on the last day counts in the next month (the decision was already taken).
     sync = np.zeros((n, M), dtype=bool)
     d = pay["delayed"]
     if d.any():
-        pm = cal.month_of(pay["paid"][d])
-        crosses = pay["avail"][d] > cal.edges[pm + 1]
+        pm = np.searchsorted(cal.edges, pay["paid"][d] + DAY, side="right") - 1
+        inside = (pm >= 0) & (pm < M)
+        decision_t = cal.edges[np.clip(pm, 0, M - 1) + 1] - DAY
+        crosses = inside & (pay["avail"][d] > decision_t)
         np.logical_or.at(sync, (pay["user"][d][crosses], pm[crosses]), True)
     macro = np.zeros((n, M), dtype=bool)
     for s in scenarios:

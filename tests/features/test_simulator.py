@@ -179,13 +179,18 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     out, _ = world_all
     um = pd.read_parquet(out / "truth" / "user_month.parquet")
     month = lambda s: s.dt.to_period("M").dt.to_timestamp()  # noqa: E731
-    # sync delay: the user has a payment made that month that reached the warehouse 5+ days later
+    # sync delay: the user has a payment made before that month's decision (month-end as-of: the
+    # start of the last day; a payment on the last day counts in the next month) that reached the
+    # warehouse 5+ days later, after the decision
     inst = _raw(out, "installments")
     lag = inst[(inst["available_time"] - inst["event_time"]) >= pd.Timedelta(days=5)]
-    lagged = set(zip(lag["user_id"], month(lag["event_time"]), strict=True))
+    m_of = month(lag["event_time"] + pd.Timedelta(days=1))
+    decided = m_of + pd.offsets.MonthEnd(0)
+    lag, m_of = lag[lag["available_time"] > decided], m_of[lag["available_time"] > decided]
+    lagged = set(zip(lag["user_id"], m_of, strict=True))
     sync = um[um["cause_sync_delay"]]
     assert len(sync) > 10
-    assert all(k in lagged for k in zip(sync["user_id"], sync["month"], strict=True))
+    assert set(zip(sync["user_id"], sync["month"], strict=True)) == lagged
     # ...and only a subset of users (3.5 %) is hit, only in the incident months (2024-10, 2024-11: month 9 of 12)
     assert set(month(lag["event_time"]).dt.strftime("%Y-%m")) <= {"2024-10", "2024-11"}
     payers = inst.loc[month(inst["event_time"]) >= pd.Timestamp("2024-10-01"), "user_id"].nunique()
