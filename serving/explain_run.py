@@ -524,6 +524,11 @@ def measure_fidelity(
     )
     causes_seen = sorted(set(cause) | {c for p in planted for c in p})
     constant = {c: float(np.mean([c in p for p in planted])) for c in causes_seen}
+    single_planted = [p for p, one in zip(planted, single, strict=True) if one]
+    constant_single = {
+        c: float(np.mean([c in p for p in single_planted])) if single_planted else 0.0
+        for c in causes_seen
+    }
     planted_key = pd.Series(
         [",".join(sorted(p)) or "(none planted)" for p in planted], index=r.index
     )
@@ -540,6 +545,9 @@ def measure_fidelity(
         "best_constant_answer": max(constant, key=constant.get) if constant else None,
         "best_constant_answer_share": max(constant.values()) if constant else None,
         "constant_answer_share": constant,
+        "best_constant_answer_share_single_cause": max(constant_single.values())
+        if single_planted
+        else None,
         "top_cause_match_share_repaid_in_full": _share(match[rif]),
         "new_downgrades": int(first.sum()),
         "top_cause_match_share_new": _share(match[first]),
@@ -603,3 +611,116 @@ def run_fidelity(
     figures = measure_fidelity(records, truth, calendar)
     out = write_json(figures, folder / "fidelity.json")
     return figures, out
+
+
+def pool_fidelity(per_month: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pooled figures over months (`measure_fidelity` results): shares weighted by their counts."""
+    months = [f for f in per_month if f.get("downgrades")]
+    n = sum(f["downgrades"] for f in months)
+
+    def pooled(share: str, count: str | None = None) -> float | None:
+        den = sum(f[count] if count else f["downgrades"] for f in months)
+        num = sum((f[share] or 0.0) * (f[count] if count else f["downgrades"]) for f in months)
+        return num / den if den else None
+
+    sync_n = sum(f["sync_delay_cases"] for f in months)
+    return {
+        "months": len(months),
+        "downgrades": n,
+        "top_cause_match_share": pooled("top_cause_match_share"),
+        "top_cause_match_share_events_only": pooled("top_cause_match_share_events_only"),
+        "top_cause_match_share_single_cause": pooled(
+            "top_cause_match_share_single_cause", "single_cause_downgrades"
+        ),
+        "single_cause_downgrades": sum(f["single_cause_downgrades"] for f in months),
+        "no_planted_cause_downgrades": sum(f["no_planted_cause_downgrades"] for f in months),
+        "no_planted_event_downgrades": sum(f["no_planted_event_downgrades"] for f in months),
+        "best_constant_answer_share": pooled("best_constant_answer_share"),
+        "best_constant_answer_share_single_cause": pooled(
+            "best_constant_answer_share_single_cause", "single_cause_downgrades"
+        ),
+        "top_cause_match_share_strict_priority": pooled("top_cause_match_share_strict_priority"),
+        "top_cause_match_share_repaid_in_full": pooled(
+            "top_cause_match_share_repaid_in_full", "repaid_in_full_downgrades"
+        ),
+        "repaid_in_full_downgrades": sum(f["repaid_in_full_downgrades"] for f in months),
+        "sync_delay_cases": sync_n,
+        "sync_delay_caught": int(
+            round(sum((f["sync_delay_caught_share"] or 0.0) * f["sync_delay_cases"] for f in months))
+        ),
+        "max_additivity_error": max((f["max_additivity_error"] for f in months), default=None),
+        "max_unchanged_attribution": max(
+            (f["max_unchanged_attribution"] for f in months), default=None
+        ),
+        "reproduced_share": pooled("reproduced_share"),
+        "goals": months[0]["goals"] if months else {},
+    }
+
+
+def fidelity_table(per_month: list[dict[str, Any]], pooled: dict[str, Any]) -> str:
+    """The per-month figures and the pooled row as a markdown table (as in the README)."""
+
+    def share(v) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    rows = [
+        "| as-of | downgrades | top cause = truth | events only | single-cause: n / match (best constant) | "
+        "nothing planted | best constant answer | strict priority | repaid in full: n / match | "
+        "sync-delay caught | max additivity error | max unchanged attribution | reproduced |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for f in per_month:
+        if not f.get("downgrades"):
+            rows.append(f"| {f.get('as_of', '?')} | 0 | | | | | | | | | | | |")
+            continue
+        cal = ",".join(f["calendar_changes_in_window"])
+        sync = (
+            f"{round(f['sync_delay_caught_share'] * f['sync_delay_cases'])}/{f['sync_delay_cases']}"
+            if f["sync_delay_cases"]
+            else "–"
+        )
+        rows.append(
+            f"| {f['as_of']}{f' ({cal})' if cal else ''} | {f['downgrades']} "
+            f"| {share(f['top_cause_match_share'])} | {share(f['top_cause_match_share_events_only'])} "
+            f"| {f['single_cause_downgrades']} / {share(f['top_cause_match_share_single_cause'])} "
+            f"({share(f.get('best_constant_answer_share_single_cause'))}) "
+            f"| {f['no_planted_cause_downgrades']} "
+            f"| {f['best_constant_answer']} {share(f['best_constant_answer_share'])} "
+            f"| {share(f['top_cause_match_share_strict_priority'])} "
+            f"| {f['repaid_in_full_downgrades']} / {share(f['top_cause_match_share_repaid_in_full'])} "
+            f"| {sync} | {f['max_additivity_error']:.1e} | {f['max_unchanged_attribution']} "
+            f"| {f['reproduced_share']} |"
+        )
+    p = pooled
+    sync = f"{p['sync_delay_caught']}/{p['sync_delay_cases']}" if p["sync_delay_cases"] else "–"
+    rows.append(
+        f"| **all {p['months']} months** | {p['downgrades']} "
+        f"| **{share(p['top_cause_match_share'])}** | {share(p['top_cause_match_share_events_only'])} "
+        f"| {p['single_cause_downgrades']} / {share(p['top_cause_match_share_single_cause'])} "
+        f"({share(p['best_constant_answer_share_single_cause'])}) "
+        f"| {p['no_planted_cause_downgrades']} | {share(p['best_constant_answer_share'])} "
+        f"| {share(p['top_cause_match_share_strict_priority'])} "
+        f"| {p['repaid_in_full_downgrades']} / {share(p['top_cause_match_share_repaid_in_full'])} "
+        f"| {sync} | {(p['max_additivity_error'] or 0):.1e} | {p['max_unchanged_attribution']} "
+        f"| {share(p['reproduced_share'])} |"
+    )
+    return "\n".join(rows) + "\n"
+
+
+def run_fidelity_all(
+    explanations_dir: str | Path, truth_dir: str | Path
+) -> tuple[list[dict[str, Any]], dict[str, Any], Path]:
+    """`run_fidelity` for every explained as-of (each month's fidelity.json), then the pooled
+    figures and the per-month table in fidelity_all.json / fidelity_all.md under `explanations_dir`."""
+    folder = Path(explanations_dir)
+    days = sorted(_as_of_dirs(folder, "explanations.parquet"))
+    if not days:
+        raise FileNotFoundError(f"{folder}: no explanations; run `creditline explain` first")
+    per_month = []
+    for day in days:
+        figures, _ = run_fidelity(day, folder, truth_dir)
+        per_month.append({"as_of": f"{day.date()}", **figures})
+    pooled = pool_fidelity(per_month)
+    out = write_json({"pooled": pooled, "per_month": per_month}, folder / "fidelity_all.json")
+    write_text(fidelity_table(per_month, pooled), folder / "fidelity_all.md")
+    return per_month, pooled, out

@@ -93,21 +93,47 @@ def fidelity(
         Path | None,
         typer.Option("--truth", help="Simulator truth folder (default: <paths.raw>/../truth)."),
     ] = None,
+    all_months: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Every explained as-of: the per-month table and the pooled figures "
+            "(fidelity_all.json / fidelity_all.md under the explanations folder).",
+        ),
+    ] = False,
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Score the explanations at D against the simulator's ground truth; writes fidelity.json beside them.
 
-    Example: creditline explain fidelity --as-of 2026-10-31
+    Example: creditline explain fidelity --as-of 2026-10-31   (or --all for every explained month)
     """
     import json
 
-    from serving.explain_run import run_fidelity
+    from serving.explain_run import fidelity_table, run_fidelity, run_fidelity_all
 
-    if as_of is None:
-        fail("--as-of is required (YYYY-MM-DD)")
+    if as_of is None and not all_months:
+        fail("--as-of is required (YYYY-MM-DD), or --all for every explained month")
         return
     cfg = config_or_exit(config)
     truth_dir = truth or Path(cfg.paths.raw).parent / "truth"
+    if all_months:
+        try:
+            per_month, pooled, path = run_fidelity_all(cfg.paths.explanations, truth_dir)
+        except (ValueError, FileNotFoundError) as exc:
+            fail(str(exc))
+            return
+        typer.echo(fidelity_table(per_month, pooled), nl=False)
+        for key in (
+            "top_cause_match_share",
+            "top_cause_match_share_events_only",
+            "top_cause_match_share_single_cause",
+            "top_cause_match_share_strict_priority",
+            "sync_delay_caught",
+            "sync_delay_cases",
+        ):
+            typer.echo(f"{key}: {pooled.get(key)}")
+        typer.echo(f"fidelity: {path} (+ {path.with_suffix('.md').name}, fidelity.json per month)")
+        return
     try:
         figures, path = run_fidelity(f"{as_of:%Y-%m-%d}", cfg.paths.explanations, truth_dir)
     except (ValueError, FileNotFoundError) as exc:
