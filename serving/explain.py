@@ -313,12 +313,16 @@ def explain_downgrades(
     max_age_days: dict[str, float] | None = None,
     n_threads: int = 2,
     usable_before: pd.Series | None = None,
+    deferred_at: pd.Timestamp | str | None = None,
 ) -> Explanations:
     """Explain every adverse decision in `new_decisions` against `old_decisions`.
 
     Models are LoadedModel-like (or already `prepare_model`-ed); policies are
     `serving.policy.Policy` objects, evaluated on their own as-of dates (`prev_as_of` for the old).
     `usable_before`: see `select_downgrades` (the line a deferred previous decision held).
+    `deferred_at`: set when `old_decisions` is the last decision that took effect and the
+    decision(s) after it, up to this date, were deferred: the new decision went ahead from the
+    deferred record, so it knew no previous band or rules (as scoring did), and the records say so.
     """
     from serving.policy import (
         REGULATION_KINDS,
@@ -409,6 +413,9 @@ def explain_downgrades(
     # decision's band): every mix carries it, so the all-new mix reproduces the decision.
     prev_band = previous_bands(old_dec.reset_index(), policy_new).to_numpy()
     prev_rules = previous_rules(old_dec.reset_index()).to_numpy()
+    if deferred_at is not None:  # scoring compared against a deferred record: both unknown
+        prev_band = np.full(n, None, dtype=object)
+        prev_rules = np.full(n, None, dtype=object)
     pin_old = pin_policy(policy_old, prev_as_of)
     pin_new = pin_policy(policy_new, as_of)
     data_keys = DATA_FACTORS
@@ -661,6 +668,7 @@ def explain_downgrades(
             "user_id": uid,
             "as_of": as_of,
             "prev_as_of": prev_as_of,
+            "deferred_at": pd.Timestamp(deferred_at) if deferred_at is not None else pd.NaT,
             "prev_line_cny": float(prev_line[i]),
             "new_line_cny": float(new_line[i]),
             "action": actions[i],
@@ -716,6 +724,7 @@ def explain_downgrades(
         details.append(
             {
                 **{kk: v for kk, v in row.items() if not kk.startswith("reason_")},
+                "deferred_at": pd.Timestamp(deferred_at) if deferred_at is not None else None,
                 "reasons": reasons_top,
                 "other_reasons": items[MAX_REASONS:],
                 "waterfall": waterfall,

@@ -130,6 +130,48 @@ def _load_model(name: str, version: int, tracking_uri: str):
     )
 
 
+def _held_since(found: dict, prev_as_of: pd.Timestamp, previous: pd.DataFrame) -> pd.Series:
+    """Per user deferred at `prev_as_of`: the as-of of the latest earlier decision that was not a
+    defer (index: user_id as str). Users deferred since before the first stored decision are left
+    out (they are explained against the deferred record)."""
+    pending = pd.Index(
+        previous.loc[previous["action"].astype(str).eq("defer"), "user_id"].astype(str).unique()
+    )
+    out: dict[str, pd.Timestamp] = {}
+    for day in sorted((d for d in found if d < prev_as_of), reverse=True):
+        if pending.empty:
+            break
+        dec = read_table_dir(found[day])
+        took = dec.loc[
+            dec["user_id"].astype(str).isin(pending) & dec["action"].astype(str).ne("defer"),
+            "user_id",
+        ].astype(str)
+        out.update(dict.fromkeys(took, day))
+        pending = pending.difference(pd.Index(took))
+    return pd.Series(out, dtype="datetime64[ns]")
+
+
+def _merge_explanations(results: list):
+    """One `Explanations` from the batches of one as-of (records and details by user id)."""
+    from serving.explain import Explanations, summarise
+
+    results = [r for r in results if len(r.records)]
+    if not results:
+        return Explanations(
+            records=pd.DataFrame({"user_id": pd.Series(dtype=str)}),
+            details=[],
+            summary={"explained": 0},
+        )
+    if len(results) == 1:
+        return results[0]
+    records = pd.concat([r.records for r in results], ignore_index=True)
+    details = [d for r in results for d in r.details]
+    order = np.argsort(records["user_id"].astype(str).to_numpy(), kind="stable")
+    records = records.iloc[order].reset_index(drop=True)
+    details = [details[i] for i in order]
+    return Explanations(records=records, details=details, summary=summarise(records))
+
+
 def run_explain(
     as_of: str | pd.Timestamp,
     decisions_dir: str | Path,
@@ -173,14 +215,20 @@ def run_explain(
     prev_as_of = max(earlier)
     new_dec = read_table_dir(found[as_of])
     old_dec = read_table_dir(found[prev_as_of])
-    snapshots = {}
-    for day in (as_of, prev_as_of):
-        folder = features_dir / f"as_of={day.date()}"
-        if not folder.exists():
-            raise FileNotFoundError(
-                f"{folder}: feature snapshot missing (needed to explain {as_of.date()})"
-            )
-        snapshots[day] = read_table_dir(folder)
+    # A cut deferred at the previous decision goes ahead now: it is explained against the last
+    # decision that took effect (the deferred record changed nothing), in its own batch.
+    held_since = _held_since(found, prev_as_of, old_dec)
+    snapshots: dict[pd.Timestamp, pd.DataFrame] = {}
+
+    def snapshot(day: pd.Timestamp) -> pd.DataFrame:
+        if day not in snapshots:
+            folder = features_dir / f"as_of={day.date()}"
+            if not folder.exists():
+                raise FileNotFoundError(
+                    f"{folder}: feature snapshot missing (needed to explain {as_of.date()})"
+                )
+            snapshots[day] = read_table_dir(folder)
+        return snapshots[day]
 
     loaded = dict(models or {})
 
@@ -196,44 +244,64 @@ def run_explain(
         return loaded[key]
 
     credit_new = model("credit-pd", _one_version(new_dec, "credit_model_version", found[as_of]))
-    credit_old = model(
-        "credit-pd", _one_version(old_dec, "credit_model_version", found[prev_as_of])
-    )
     fraud_new = model("fraud", _one_version(new_dec, "fraud_model_version", found[as_of]))
-    fraud_old = model("fraud", _one_version(old_dec, "fraud_model_version", found[prev_as_of]))
     policy_new = load_policy(policy_file, calendar)
     policy_old = load_policy(old_policy_file or policy_file, calendar)
-    for pol, dec, where in (
-        (policy_new, new_dec, found[as_of]),
-        (policy_old, old_dec, found[prev_as_of]),
-    ):
-        recorded = sorted(set(dec["policy_version"].astype(str))) if "policy_version" in dec else []
-        if recorded and recorded != [pol.version]:
+    usable = usable_before(decisions_dir, old_dec, prev_as_of)
+    held_ids = set(held_since.index)
+    batches = [(prev_as_of, old_dec, new_dec[~new_dec["user_id"].astype(str).isin(held_ids)])]
+    for since in sorted(set(held_since)):
+        ids = set(held_since.index[held_since == since])
+        batches.append(
+            (
+                since,
+                read_table_dir(found[since]),
+                new_dec[new_dec["user_id"].astype(str).isin(ids)],
+            )
+        )
+    results = []
+    for since, dec_then, dec_now in batches:
+        where = found[since]
+        recorded = sorted(set(dec_then["policy_version"].astype(str))) if "policy_version" in dec_then else []
+        if recorded and recorded != [policy_old.version]:
             log.warning(
                 "%s was decided under policy %s but %s is loaded; pass the old file with --old-policy",
                 where,
                 recorded,
-                pol.version,
+                policy_old.version,
             )
-
-    result = explain_downgrades(
-        new_dec,
-        old_dec,
-        snapshots[as_of],
-        snapshots[prev_as_of],
-        credit_old,
-        credit_new,
-        fraud_old,
-        fraud_new,
-        policy_old,
-        policy_new,
-        as_of,
-        prev_as_of,
-        users=users,
-        max_age_days=max_age_days,
-        n_threads=n_threads,
-        usable_before=usable_before(decisions_dir, old_dec, prev_as_of),
-    )
+        if dec_now.empty:
+            continue
+        results.append(
+            explain_downgrades(
+                dec_now,
+                dec_then,
+                snapshot(as_of),
+                snapshot(since),
+                model("credit-pd", _one_version(dec_then, "credit_model_version", where)),
+                credit_new,
+                model("fraud", _one_version(dec_then, "fraud_model_version", where)),
+                fraud_new,
+                policy_old,
+                policy_new,
+                as_of,
+                since,
+                users=users,
+                max_age_days=max_age_days,
+                n_threads=n_threads,
+                usable_before=usable if since == prev_as_of else None,
+                deferred_at=None if since == prev_as_of else prev_as_of,
+            )
+        )
+    recorded = sorted(set(new_dec["policy_version"].astype(str))) if "policy_version" in new_dec else []
+    if recorded and recorded != [policy_new.version]:
+        log.warning(
+            "%s was decided under policy %s but %s is loaded",
+            found[as_of],
+            recorded,
+            policy_new.version,
+        )
+    result = _merge_explanations(results)
     day = f"{as_of.date()}"
     out = Path(explanations_dir) / f"as_of={day}"
     rep = Path(reports_dir) / "explanations" / f"as_of={day}"
@@ -329,15 +397,33 @@ class ReportWriter:
 # ----------------------------------------------------------------------------- fidelity
 
 
+def _month_after(day: pd.Timestamp) -> pd.Timestamp:
+    """First day of the truth month that follows a decision taken at `day`."""
+    return (pd.Timestamp(day) + pd.Timedelta(days=1)).to_period("M").to_timestamp()
+
+
 def _truth_window(
-    truth_um: pd.DataFrame, as_of: pd.Timestamp, prev_as_of: pd.Timestamp
+    truth_um: pd.DataFrame,
+    as_of: pd.Timestamp,
+    prev_as_of: pd.Timestamp,
+    sync_from: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Per user with truth rows between the two decisions: the primary cause by priority and,
-    per simulator cause, whether it was planted in any month of the window (flag_<cause>)."""
-    first = (prev_as_of + pd.Timedelta(days=1)).to_period("M").to_timestamp()
+    per simulator cause, whether it was planted in any month of the window (flag_<cause>).
+    `sync_from`: sync delays up to this (deferred) decision are not counted (it handled them)."""
+    first = _month_after(prev_as_of)
     last = (as_of - pd.Timedelta(days=1)).to_period("M").to_timestamp()
     month = pd.to_datetime(truth_um["month"])
     t = truth_um[(month >= first) & (month <= last)]
+    if sync_from is not None and pd.Timestamp(sync_from) > prev_as_of and "cause_sync_delay" in t:
+        before = (pd.to_datetime(t["month"]) < _month_after(sync_from)).to_numpy()
+        t = t.copy()
+        t.loc[before, "cause_sync_delay"] = False
+        rest = [c for c in TRUE_CAUSE_PRIORITY[1:-1] if f"cause_{c}" in t]
+        flags = t.loc[before, [f"cause_{c}" for c in rest]].to_numpy(bool)
+        t.loc[before, "primary_cause"] = np.where(
+            flags.any(axis=1), np.array(rest)[flags.argmax(axis=1)], "none"
+        )
     rank = {c: i for i, c in enumerate(TRUE_CAUSE_PRIORITY)}
     t = t.assign(_rank=t["primary_cause"].astype(str).map(rank).fillna(len(rank)).astype(int))
     g = t.groupby(t["user_id"].astype(str))
@@ -446,36 +532,42 @@ def measure_fidelity(
     if records.empty:
         return {"downgrades": 0}
     as_of = pd.Timestamp(records["as_of"].iloc[0])
-    prev_as_of = pd.Timestamp(records["prev_as_of"].iloc[0])
-    truth = _truth_window(truth_um, as_of, prev_as_of)
-    # A deferred previous decision held a cut back on stale data; the cut that goes ahead now
-    # was caused in the month before it too, so those users' window starts a month earlier.
-    held = (
+    row_prev = pd.to_datetime(records["prev_as_of"]).reset_index(drop=True)
+    prev_as_of = row_prev.max()  # the previous recorded decision (held cuts compare earlier)
+    # Each row's window: from its previous decision to this one. A cut that a deferral held back
+    # and that goes ahead now was caused before the deferral too: a record explained against
+    # the last decision that took effect (`deferred_at` set) has that decision as prev_as_of; one
+    # explained against the deferred record itself (prev_action "defer") looks a month further
+    # back. Either way the sync delay the deferral handled (up to the deferred decision) is not
+    # counted: the data are current now.
+    deferred_at = (
+        pd.to_datetime(records["deferred_at"]).reset_index(drop=True)
+        if "deferred_at" in records
+        else pd.Series(pd.NaT, index=row_prev.index)
+    )
+    held_record = (
         records["prev_action"].astype(str).eq("defer").to_numpy()
         if "prev_action" in records
         else np.zeros(len(records), bool)
     )
-    if held.any():
-        # ... but that month's sync delay was what the deferral handled: the data are current now
-        ids = pd.Index(records["user_id"].astype(str)[held].unique())
-        earlier = truth_um[truth_um["user_id"].astype(str).isin(ids)].copy()
-        first = (prev_as_of + pd.Timedelta(days=1)).to_period("M").to_timestamp()
-        before = pd.to_datetime(earlier["month"]) < first
-        if "cause_sync_delay" in earlier:
-            earlier.loc[before, "cause_sync_delay"] = False
-            rest = [c for c in TRUE_CAUSE_PRIORITY[1:-1] if f"cause_{c}" in earlier]
-            flags = earlier.loc[before, [f"cause_{c}" for c in rest]].to_numpy(bool)
-            earlier.loc[before, "primary_cause"] = np.where(
-                flags.any(axis=1), np.array(rest)[flags.argmax(axis=1)], "none"
-            )
-        longer = _truth_window(earlier, as_of, prev_as_of - pd.offsets.MonthEnd(1))
-        truth = pd.concat([truth.drop(ids, errors="ignore"), longer.reindex(ids).dropna(how="all")])
+    window_from = row_prev.where(~held_record, row_prev - pd.offsets.MonthEnd(1))
+    sync_from = deferred_at.where(deferred_at.notna(), row_prev)
+    ids = records["user_id"].astype(str).reset_index(drop=True)
+    parts = []
+    for (w_from, s_from), idx in pd.DataFrame({"w": window_from, "s": sync_from}).groupby(
+        ["w", "s"]
+    ).groups.items():
+        users = pd.Index(ids[idx].unique())
+        part = truth_um[truth_um["user_id"].astype(str).isin(users)]
+        parts.append(_truth_window(part, as_of, w_from, sync_from=s_from).reindex(users))
+    truth = pd.concat(parts).dropna(how="all")
     r = records.assign(user_id=records["user_id"].astype(str)).join(truth, on="user_id")
     flag_cols = [c for c in truth.columns if c.startswith("flag_")]
     r = r.assign(
         true_cause=r["true_cause"].fillna("none"),
         **{c: r[c].fillna(False).astype(bool) for c in flag_cols},
     )
+
     def calendar_started(since: pd.Timestamp) -> frozenset[str]:
         return frozenset(
             CALENDAR_CAUSES[e["name"]]
@@ -483,17 +575,13 @@ def measure_fidelity(
             if e.get("name") in CALENDAR_CAUSES and since < pd.Timestamp(e["start"]) <= as_of
         ) | frozenset({"system_data"} if _incident_ran(calendar, since, as_of) else set())
 
+    row_started = [calendar_started(w) for w in window_from]
     started = calendar_started(prev_as_of)
-    # a held cut's window (and the calendar changes in it) starts a month earlier too
-    held_since = prev_as_of - pd.offsets.MonthEnd(1)
-    started_held = calendar_started(held_since)
-    held_r = r["prev_action"].astype(str).eq("defer").to_numpy() if "prev_action" in r else held
+
     def planted_all(drifts: bool) -> list[frozenset[str]]:
         return [
-            planted_causes(row, started_held, held_since, as_of, drifts)
-            if h
-            else planted_causes(row, started, prev_as_of, as_of, drifts)
-            for h, (_, row) in zip(held_r, r.iterrows(), strict=True)
+            planted_causes(row, st, w, as_of, drifts)
+            for st, w, (_, row) in zip(row_started, window_from, r.iterrows(), strict=True)
         ]
 
     planted = planted_all(drifts=True)
@@ -507,10 +595,7 @@ def measure_fidelity(
         [c in TRUE_CAUSE_MATCH[t] for c, t in zip(cause, r["true_cause"], strict=True)]
     )
     by_calendar = np.array(
-        [
-            c in p and c in (started_held if h else started)
-            for c, p, h in zip(cause, planted, held_r, strict=True)
-        ]
+        [c in p and c in st for c, p, st in zip(cause, planted, row_started, strict=True)]
     )
     strict = strict_by_truth | by_calendar
     sync = r["flag_sync_delay"].to_numpy()

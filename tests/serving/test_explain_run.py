@@ -357,3 +357,44 @@ def test_a_freeze_held_by_a_defer_is_not_a_new_downgrade(tmp_path):
     assert sorted(select_downgrades(days["2026-06-30"], days["2026-05-31"])["user_id"]) == [
         "c", "d", "f", "k",
     ]  # fmt: skip
+
+
+def test_a_cut_held_back_by_a_deferral_is_explained_against_the_last_decision_that_took_effect(
+    tmp_path,
+):
+    m = train_models()
+    policy = load_policy()
+    d0_day = AS_OF_OLD - pd.offsets.MonthEnd(1)
+    s0 = base_snapshot(150, seed=7, as_of=d0_day)
+    s0.loc[20:24, ["app_device_changes_cnt_30d", "app_sim_changes_cnt_30d",
+                   "graph_device_shared_users_cnt"]] = 5.0  # fmt: skip  # frozen (fraud) at d0
+    s1 = s0.assign(as_of=AS_OF_OLD)
+    s1.loc[0:9, "bureau_overdue_accounts_cnt"] = 4.0  # bureau trouble in May ...
+    s1.loc[[*range(0, 10), *range(20, 25)], "fresh_sync_lag_flag"] = 1.0  # ... seen on stale data
+    s2 = s1.assign(as_of=AS_OF_NEW)
+    s2["fresh_sync_lag_flag"] = 0.0  # June: the data are current, the held decisions go ahead
+    d0 = decide(s0, m["credit"], m["fraud"], policy, d0_day, s0["ctx_line_cny"].to_numpy())
+    d1 = decide(s1, m["credit"], m["fraud"], policy, AS_OF_OLD, d0["new_line_cny"].to_numpy(), d0)
+    d2 = decide(s2, m["credit"], m["fraud"], policy, AS_OF_NEW, d1["new_line_cny"].to_numpy(), d1)
+    assert (d0.loc[20:24, "action"] == "freeze").all()
+    assert (d1.loc[[*range(0, 10), *range(20, 25)], "action"] == "defer").all()
+    for day, feats, dec in ((d0_day, s0, d0), (AS_OF_OLD, s1, d1), (AS_OF_NEW, s2, d2)):
+        write_parquet(feats, tmp_path / "features" / f"as_of={day.date()}" / "features.parquet")
+        write_parquet(
+            dec.assign(policy_version=policy.version),
+            tmp_path / "decisions" / f"as_of={day.date()}" / "decisions.parquet",
+        )
+    res = _run(tmp_path, {"credit-pd/1": m["credit"], "fraud/1": m["fraud"]})
+    rec = pd.read_parquet(res.records_path).set_index("user_id")
+    cut = [u for u in (f"u_{i:06d}" for i in range(10)) if u in rec.index]
+    assert len(cut) >= 5
+    held = rec.loc[cut]
+    # compared with d0 (the deferred record changed nothing), the bureau trouble is the cause
+    assert (held["prev_as_of"] == d0_day).all() and (held["deferred_at"] == AS_OF_OLD).all()
+    assert (held["cause"] == "risk_bureau").all() and held["reproduced"].all()
+    # users frozen at d0, deferred at d1 and frozen again at d2 were never unfrozen: no new downgrade
+    assert not {f"u_{i:06d}" for i in range(20, 25)} & set(rec.index)
+    others = rec.drop(index=cut)
+    assert (others["prev_as_of"] == AS_OF_OLD).all() and others["deferred_at"].isna().all()
+    page = (res.report_path.parent / "users" / f"{cut[0]}.html").read_text(encoding="utf-8")
+    assert f"the decision of {AS_OF_OLD.date()} was deferred" in page
