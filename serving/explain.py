@@ -31,7 +31,6 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,36 +202,30 @@ def _mix_policy(pin_old, pin_new, regulation_new: bool, policy_new: bool):
 # ----------------------------------------------------------------------------- core
 
 
-def usable_lines(
-    previous: pd.DataFrame, older: Iterable[pd.DataFrame] = ()
-) -> pd.Series:
+def usable_lines(previous: pd.DataFrame, took_effect: pd.DataFrame | None = None) -> pd.Series:
     """The line each user could draw on after `previous` (index: user_id as str).
 
     The line, or 0 when frozen or closed. A defer holds the state before it (a frozen user stays
     frozen while a decision waits for current data), so for a deferred user it is the usable
-    line of the latest earlier decision that was not a defer, looked up in `older` (decision
-    sets, newest first, read only while deferred users remain); the defer's own line where none
-    is found.
+    line of `took_effect`'s row for that user (the latest earlier decision that was not a defer,
+    `serving.explain_run.last_took_effect`); the defer's own line where there is none.
     """
-    prev = previous.assign(user_id=previous["user_id"].astype(str)).drop_duplicates("user_id")
-    prev = prev.set_index("user_id")
-    usable = pd.Series(
-        np.where(
-            prev["action"].isin(["freeze", "close"]), 0.0, prev["new_line_cny"].to_numpy(np.float64)
-        ),
-        index=prev.index,
-    )
-    pending = pd.Index(prev.index[prev["action"].astype(str).eq("defer").to_numpy()])
-    for earlier in older:
-        if pending.empty:
-            break
-        e = earlier.assign(user_id=earlier["user_id"].astype(str)).drop_duplicates("user_id")
-        e = e[e["user_id"].isin(pending) & e["action"].astype(str).ne("defer")].set_index("user_id")
-        usable.loc[e.index] = np.where(
-            e["action"].isin(["freeze", "close"]), 0.0, e["new_line_cny"].to_numpy(np.float64)
+
+    def usable(frame: pd.DataFrame) -> pd.Series:
+        f = frame.assign(user_id=frame["user_id"].astype(str)).drop_duplicates("user_id")
+        f = f.set_index("user_id")
+        line = f["new_line_cny"].to_numpy(np.float64)
+        return pd.Series(np.where(f["action"].isin(["freeze", "close"]), 0.0, line), index=f.index)
+
+    out = usable(previous)
+    if took_effect is not None and len(took_effect):
+        held = usable(took_effect)
+        deferred = set(
+            previous.loc[previous["action"].astype(str).eq("defer"), "user_id"].astype(str)
         )
-        pending = pending.difference(e.index)
-    return usable
+        held = held[held.index.isin(deferred)]
+        out.loc[held.index] = held
+    return out
 
 
 def select_downgrades(

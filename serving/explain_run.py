@@ -80,14 +80,42 @@ def _as_of_dirs(folder: Path, name: str) -> dict[pd.Timestamp, Path]:
     return out
 
 
-def usable_before(decisions_dir: str | Path, previous: pd.DataFrame, prev_as_of) -> pd.Series:
+def last_took_effect(
+    decisions_dir: str | Path, previous: pd.DataFrame, prev_as_of
+) -> pd.DataFrame:
+    """Per user deferred at `prev_as_of`: the latest earlier stored decision that was not a
+    defer (its row, with `took_effect_as_of`). Decision sets are read newest first, only while
+    deferred users remain; users deferred since before the first stored decision are left out."""
+    found = _as_of_dirs(Path(decisions_dir), "decisions.parquet")
+    pending = pd.Index(
+        previous.loc[previous["action"].astype(str).eq("defer"), "user_id"].astype(str).unique()
+    )
+    rows = []
+    for day in sorted((d for d in found if d < pd.Timestamp(prev_as_of)), reverse=True):
+        if pending.empty:
+            break
+        dec = read_table_dir(found[day])
+        dec = dec.assign(user_id=dec["user_id"].astype(str)).drop_duplicates("user_id")
+        took = dec[dec["user_id"].isin(pending) & dec["action"].astype(str).ne("defer")]
+        rows.append(took.assign(took_effect_as_of=day))
+        pending = pending.difference(pd.Index(took["user_id"]))
+    if not rows:
+        return pd.DataFrame(
+            {"user_id": pd.Series(dtype=str), "action": pd.Series(dtype=str),
+             "new_line_cny": pd.Series(dtype=float),
+             "took_effect_as_of": pd.Series(dtype="datetime64[ns]")}
+        )  # fmt: skip
+    return pd.concat(rows, ignore_index=True)
+
+
+def usable_before(
+    decisions_dir: str | Path, previous: pd.DataFrame, prev_as_of
+) -> pd.Series:
     """`serving.explain.usable_lines` of `previous` (the decisions at `prev_as_of`), a deferred
-    user's line looked up in the decision sets stored before it (read only while needed)."""
+    user's line taken from the last decision that took effect (`last_took_effect`)."""
     from serving.explain import usable_lines
 
-    found = _as_of_dirs(Path(decisions_dir), "decisions.parquet")
-    days = sorted((d for d in found if d < pd.Timestamp(prev_as_of)), reverse=True)
-    return usable_lines(previous, (read_table_dir(found[d]) for d in days))
+    return usable_lines(previous, last_took_effect(decisions_dir, previous, prev_as_of))
 
 
 def _one_version(df: pd.DataFrame, col: str, where: Path) -> int:
@@ -128,27 +156,6 @@ def _load_model(name: str, version: int, tracking_uri: str):
         float(tags.get("calib_a", 1.0)),
         float(tags.get("calib_b", 0.0)),
     )
-
-
-def _held_since(found: dict, prev_as_of: pd.Timestamp, previous: pd.DataFrame) -> pd.Series:
-    """Per user deferred at `prev_as_of`: the as-of of the latest earlier decision that was not a
-    defer (index: user_id as str). Users deferred since before the first stored decision are left
-    out (they are explained against the deferred record)."""
-    pending = pd.Index(
-        previous.loc[previous["action"].astype(str).eq("defer"), "user_id"].astype(str).unique()
-    )
-    out: dict[str, pd.Timestamp] = {}
-    for day in sorted((d for d in found if d < prev_as_of), reverse=True):
-        if pending.empty:
-            break
-        dec = read_table_dir(found[day])
-        took = dec.loc[
-            dec["user_id"].astype(str).isin(pending) & dec["action"].astype(str).ne("defer"),
-            "user_id",
-        ].astype(str)
-        out.update(dict.fromkeys(took, day))
-        pending = pending.difference(pd.Index(took))
-    return pd.Series(out, dtype="datetime64[ns]")
 
 
 def _merge_explanations(results: list):
@@ -217,7 +224,10 @@ def run_explain(
     old_dec = read_table_dir(found[prev_as_of])
     # A cut deferred at the previous decision goes ahead now: it is explained against the last
     # decision that took effect (the deferred record changed nothing), in its own batch.
-    held_since = _held_since(found, prev_as_of, old_dec)
+    took = last_took_effect(decisions_dir, old_dec, prev_as_of)
+    held_since = pd.Series(
+        pd.to_datetime(took["took_effect_as_of"]).to_numpy(), index=took["user_id"].astype(str)
+    )
     snapshots: dict[pd.Timestamp, pd.DataFrame] = {}
 
     def snapshot(day: pd.Timestamp) -> pd.DataFrame:
@@ -247,7 +257,9 @@ def run_explain(
     fraud_new = model("fraud", _one_version(new_dec, "fraud_model_version", found[as_of]))
     policy_new = load_policy(policy_file, calendar)
     policy_old = load_policy(old_policy_file or policy_file, calendar)
-    usable = usable_before(decisions_dir, old_dec, prev_as_of)
+    from serving.explain import usable_lines
+
+    usable = usable_lines(old_dec, took)
     held_ids = set(held_since.index)
     batches = [(prev_as_of, old_dec, new_dec[~new_dec["user_id"].astype(str).isin(held_ids)])]
     for since in sorted(set(held_since)):
