@@ -962,12 +962,15 @@ def _reason_items(
             f"credit model updated v{cv_old} → v{cv_new}: the same data score {-model_step_neg:+.2f} log-odds",
         )
     if drop["policy"] > 1e-9 or policy_step > 1e-9:
+        # the same policy file: the change is a dated appetite entry of its calendar; name it
+        dated = sorted(r for r in rules_new if r.startswith("APPETITE@"))
+        what = f"{pv_old} → {pv_new}" if pv_old != pv_new else (", ".join(dated) or pv_new)
         add(
             "policy",
             "policy",
             max(drop["policy"], 0.0) * 1e3 + policy_step,
-            f"风险偏好 / 额度政策收紧（{pv_old} → {pv_new}），不利调整门槛对数几率变化 {-policy_step:+.2f}",
-            f"risk appetite / line policy tightened ({pv_old} → {pv_new}); adverse cut-off moved {-policy_step:+.2f} log-odds",
+            f"风险偏好 / 额度政策收紧（{what}），不利调整门槛对数几率变化 {-policy_step:+.2f}",
+            f"risk appetite / line policy tightened ({what}); adverse cut-off moved {-policy_step:+.2f} log-odds",
         )
     if drop["regulation"] > 1e-9 or any(r.startswith("REG") for r in rules_new):
         regs = sorted(r for r in rules_new if r.startswith("REG")) or ["regulation"]

@@ -171,6 +171,10 @@ def test_policy_cause(world):
     assert rec["cause"] == "policy"
     _check_common(rec, det)
     assert rec["step_policy"] > 0  # cut-off moved down = tighter
+    # the same policy file and calendar at both decisions: the reason names the dated change
+    rec, det = _run({**world, "policy": tight}, i, policy_new=tight)
+    assert rec["cause"] == "policy" and rec["policy_version_old"] == rec["policy_version_new"]
+    assert "APPETITE@2026-06-15" in rec["reason_1_en"], rec["reason_1_en"]
 
 
 def test_regulation_cause(world):
