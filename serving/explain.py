@@ -154,23 +154,29 @@ def _reason_text(code: str, reasons: dict) -> tuple[str, str, str]:
     return r.cause, r.text_zh, r.text_en
 
 
-def format_value(value: float, unit: str) -> str:
-    """Human value with its unit (no personal data: amounts and counts only).
+def format_value(value: float, unit: str, fine: bool = False) -> str:
+    """Human value with its unit (no personal data: amounts and counts only); `fine` adds
+    digits (for two values that differ but would print the same).
 
     >>> format_value(1234.5, "CNY"), format_value(0.256, "ratio"), format_value(float("nan"), "days")
     ('¥1,234', '0.26', 'none')
+    >>> format_value(0.1134, "ratio", fine=True), format_value(1234.5, "CNY", fine=True)
+    ('0.1134', '¥1,234.50')
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "none"
     u = unit.lower()
     if u == "cny":
-        return f"¥{value:,.0f}"
+        return f"¥{value:,.2f}" if fine else f"¥{value:,.0f}"
     if u == "ratio":
-        return f"{value:.2f}"
+        return f"{value:.4f}" if fine else f"{value:.2f}"
     if u in ("count", "bucket", "flag", "band", "months", "days"):
-        text = f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+        if fine:
+            text = f"{value:.3f}"
+        else:
+            text = f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
         return text + ("" if u in ("count", "bucket", "flag", "band") else f" {u}")
-    return f"{value:.3g}"
+    return f"{value:.6g}" if fine else f"{value:.3g}"
 
 
 # ----------------------------------------------------------------------------- policy helpers
@@ -815,13 +821,13 @@ def _before_after(
     out = []
     for j, c in cand[:limit]:
         unit = fm[c].unit
+        b, a = float(xo[i, j]), float(xn[i, j])
+        before, after = format_value(b, unit), format_value(a, unit)
+        if before == after and b != a and not (math.isnan(b) or math.isnan(a)):
+            # changed, but not at the usual precision: "0.11 (unchanged)" would be false
+            before, after = format_value(b, unit, fine=True), format_value(a, unit, fine=True)
         out.append(
-            {
-                "feature": c,
-                "description": fm[c].description,
-                "before": format_value(float(xo[i, j]), unit),
-                "after": format_value(float(xn[i, j]), unit),
-            }
+            {"feature": c, "description": fm[c].description, "before": before, "after": after}
         )
     return out
 

@@ -293,3 +293,18 @@ def test_reason_values_cite_what_pushed_the_risk_up():
     none_up = {c: -1.0 for c in cols}
     got = _before_after("bureau_overdue", cols, [True] * 3, xn, xo, 0, FEATURES, weights=none_up)
     assert [v["feature"] for v in got] == cols
+
+
+def test_a_small_change_is_shown_with_the_digits_that_show_it():
+    from features.metadata import FEATURES
+    from serving.explain import _before_after, _values_text
+
+    cols = ["bureau_debt_limit_ratio", "bureau_balance_cny"]
+    xo = np.array([[0.1134, 5000.2]])
+    xn = np.array([[0.1149, 5000.2]])  # the ratio rose a little; the balance did not move
+    got = _before_after("bureau_debt_level", cols, [True, False], xn, xo, 0, FEATURES)
+    assert [(v["before"], v["after"]) for v in got] == [("0.1134", "0.1149")]
+    assert "unchanged" not in _values_text(got)
+    # a value that really did not change (a level explanation lists it) says so
+    same = _before_after("bureau_debt_level", cols, [True, True], xo, xo, 0, FEATURES)
+    assert _values_text(same).count("(unchanged)") == 2
