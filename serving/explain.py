@@ -179,6 +179,15 @@ def format_value(value: float, unit: str, fine: bool = False) -> str:
     return f"{value:.6g}" if fine else f"{value:.3g}"
 
 
+def before_after_text(before: float, after: float, unit: str) -> dict[str, str]:
+    """`before` / `after` formatted; with more digits when they differ but would print the same
+    (a reason must not read "0.11 (unchanged)" for 0.1063 -> 0.1119)."""
+    b, a = format_value(before, unit), format_value(after, unit)
+    if b == a and before != after and not (math.isnan(before) or math.isnan(after)):
+        b, a = format_value(before, unit, fine=True), format_value(after, unit, fine=True)
+    return {"before": b, "after": a}
+
+
 # ----------------------------------------------------------------------------- policy helpers
 
 
@@ -821,13 +830,12 @@ def _before_after(
     out = []
     for j, c in cand[:limit]:
         unit = fm[c].unit
-        b, a = float(xo[i, j]), float(xn[i, j])
-        before, after = format_value(b, unit), format_value(a, unit)
-        if before == after and b != a and not (math.isnan(b) or math.isnan(a)):
-            # changed, but not at the usual precision: "0.11 (unchanged)" would be false
-            before, after = format_value(b, unit, fine=True), format_value(a, unit, fine=True)
         out.append(
-            {"feature": c, "description": fm[c].description, "before": before, "after": after}
+            {
+                "feature": c,
+                "description": fm[c].description,
+                **before_after_text(float(xo[i, j]), float(xn[i, j]), unit),
+            }
         )
     return out
 
@@ -897,8 +905,7 @@ def _reason_items(
                 "description": fm[c].description
                 if c in fm
                 else c.removeprefix("fresh_").replace("_", " "),
-                "before": format_value(float(xo[i, j]), shown[c]),
-                "after": format_value(float(xn[i, j]), shown[c]),
+                **before_after_text(float(xo[i, j]), float(xn[i, j]), shown[c]),
             }
             for j, c in enumerate(columns)
             if c in shown and (changed_row[j] or c == "fresh_sync_lag_flag")
@@ -954,8 +961,7 @@ def _reason_items(
                     {
                         "feature": c,
                         "description": fm[c].description,
-                        "before": format_value(float(xo[i, j]), unit),
-                        "after": format_value(float(xn[i, j]), unit),
+                        **before_after_text(float(xo[i, j]), float(xn[i, j]), unit),
                     }
                 ],
             )
@@ -991,8 +997,7 @@ def _reason_items(
                     {
                         "feature": c,
                         "description": fm[c].description if c in fm else c,
-                        "before": format_value(float(xo[i, j]), unit),
-                        "after": format_value(float(xn[i, j]), unit),
+                        **before_after_text(float(xo[i, j]), float(xn[i, j]), unit),
                     }
                 )
         add(
@@ -1105,8 +1110,7 @@ def _changed_table(
                 "description": meta.description if meta else c,
                 "reason": meta.reason if meta else "",
                 "cause": col_cause[c],
-                "before": format_value(float(xo[i, j]), unit),
-                "after": format_value(float(xn[i, j]), unit),
+                **before_after_text(float(xo[i, j]), float(xn[i, j]), unit),
                 "credit_logodds": float(pc[c]) if c in pc else None,
                 "fraud_logodds": float(pf[c]) if c in pf else None,
                 "actionable": bool(meta.actionable) if meta else False,
@@ -1267,8 +1271,8 @@ def _recourse_for(
         c = rec["features"][j]
         unit = fm[c].unit
         col = columns.index(c)
-        now = format_value(float(xn[i, col]), unit)
-        to = format_value(float(rec["best_val"][i]), unit)
+        shown = before_after_text(float(xn[i, col]), float(rec["best_val"][i]), unit)
+        now, to = shown["before"], shown["after"]
         return {
             "kind": "feature",
             "feature": c,

@@ -305,6 +305,10 @@ def test_a_small_change_is_shown_with_the_digits_that_show_it():
     got = _before_after("bureau_debt_level", cols, [True, False], xn, xo, 0, FEATURES)
     assert [(v["before"], v["after"]) for v in got] == [("0.1134", "0.1149")]
     assert "unchanged" not in _values_text(got)
+    from serving.explain import before_after_text
+
+    assert before_after_text(0.106287, 0.111935, "ratio") == {"before": "0.1063", "after": "0.1119"}
+    assert before_after_text(0.25, 0.26, "ratio") == {"before": "0.25", "after": "0.26"}
     # a value that really did not change (a level explanation lists it) says so
     same = _before_after("bureau_debt_level", cols, [True, True], xo, xo, 0, FEATURES)
     assert _values_text(same).count("(unchanged)") == 2
