@@ -206,7 +206,7 @@ def run_explain(
     while the caller goes on (the same bytes); explanations.parquet and summary.json are written
     before this returns either way.
     """
-    from serving.explain import explain_downgrades, prepare_model
+    from serving.explain import explain_downgrades, prepare_model, usable_lines
     from serving.policy import load_policy
 
     as_of = pd.Timestamp(as_of)
@@ -257,8 +257,6 @@ def run_explain(
     fraud_new = model("fraud", _one_version(new_dec, "fraud_model_version", found[as_of]))
     policy_new = load_policy(policy_file, calendar)
     policy_old = load_policy(old_policy_file or policy_file, calendar)
-    from serving.explain import usable_lines
-
     usable = usable_lines(old_dec, took)
     held_ids = set(held_since.index)
     batches = [(prev_as_of, old_dec, new_dec[~new_dec["user_id"].astype(str).isin(held_ids)])]
@@ -267,7 +265,7 @@ def run_explain(
         batches.append(
             (
                 since,
-                read_table_dir(found[since]),
+                took[took["took_effect_as_of"] == since].drop(columns="took_effect_as_of"),
                 new_dec[new_dec["user_id"].astype(str).isin(ids)],
             )
         )
