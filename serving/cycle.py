@@ -578,11 +578,11 @@ def _run_cycle(
         t0 = time.perf_counter()
         feats = pd.read_parquet(fpath)
         good = good_repayers(feats, truth, d, horizon, world_end)
-        prev = _previous_decisions(decisions_dir, months, d)
+        has_prev = months.index(d) > 0  # (the first month has no downgrades to explain)
         explained = None
-        if prev is not None and not (explain_failures and explain_failures[-1]["as_of"] == f"{d:%Y-%m-%d}"):
+        if has_prev and not (explain_failures and explain_failures[-1]["as_of"] == f"{d:%Y-%m-%d}"):
             explained = _read_explanations(explanations_dir, d)
-        if prev is not None and explained is None:  # explain failed: every downgrade is not_explained
+        if has_prev and explained is None:  # explain failed: every downgrade is not_explained
             explained = pd.DataFrame({"user_id": pd.Series(dtype=str), "cause": pd.Series(dtype=str)})
         row = {
             "as_of": f"{d:%Y-%m-%d}", "credit_model_version": int(champ_v), "fraud_model_version": int(fraud_v),

@@ -419,11 +419,13 @@ def explain_downgrades(
     prev_line = _num(down, "prev_line_cny")
     # The band the recorded new decision compared against (scoring passes the previous
     # decision's band): every mix carries it, so the all-new mix reproduces the decision.
-    prev_band = previous_bands(old_dec.reset_index(), policy_new).to_numpy()
-    prev_rules = previous_rules(old_dec.reset_index()).to_numpy()
-    if deferred_at is not None:  # scoring compared against a deferred record: both unknown
+    if deferred_at is None:
+        prev_band = previous_bands(old_dec.reset_index(), policy_new).to_numpy()
+        prev_rules = previous_rules(old_dec.reset_index()).to_numpy()
+    else:  # scoring compared against the deferred record: band and rules unknown
         prev_band = np.full(n, None, dtype=object)
         prev_rules = np.full(n, None, dtype=object)
+    held_at = None if deferred_at is None else pd.Timestamp(deferred_at)
     pin_old = pin_policy(policy_old, prev_as_of)
     pin_new = pin_policy(policy_new, as_of)
     data_keys = DATA_FACTORS
@@ -676,7 +678,7 @@ def explain_downgrades(
             "user_id": uid,
             "as_of": as_of,
             "prev_as_of": prev_as_of,
-            "deferred_at": pd.Timestamp(deferred_at) if deferred_at is not None else pd.NaT,
+            "deferred_at": pd.NaT if held_at is None else held_at,
             "prev_line_cny": float(prev_line[i]),
             "new_line_cny": float(new_line[i]),
             "action": actions[i],
@@ -732,7 +734,7 @@ def explain_downgrades(
         details.append(
             {
                 **{kk: v for kk, v in row.items() if not kk.startswith("reason_")},
-                "deferred_at": pd.Timestamp(deferred_at) if deferred_at is not None else None,
+                "deferred_at": held_at,  # None, not NaT, for the page's test
                 "reasons": reasons_top,
                 "other_reasons": items[MAX_REASONS:],
                 "waterfall": waterfall,

@@ -158,6 +158,23 @@ def _load_model(name: str, version: int, tracking_uri: str):
     )
 
 
+def _warn_policy_mismatch(decisions: pd.DataFrame, where: Path, policy, hint: str = "") -> None:
+    """Warn when `decisions` record a policy version other than the loaded `policy`'s."""
+    recorded = (
+        sorted(set(decisions["policy_version"].astype(str)))
+        if "policy_version" in decisions
+        else []
+    )
+    if recorded and recorded != [policy.version]:
+        log.warning(
+            "%s was decided under policy %s but %s is loaded%s",
+            where,
+            recorded,
+            policy.version,
+            hint,
+        )
+
+
 def _merge_explanations(results: list):
     """One `Explanations` from the batches of one as-of (records and details by user id)."""
     from serving.explain import Explanations, summarise
@@ -269,17 +286,11 @@ def run_explain(
                 new_dec[new_dec["user_id"].astype(str).isin(ids)],
             )
         )
+    _warn_policy_mismatch(new_dec, found[as_of], policy_new)
     results = []
     for since, dec_then, dec_now in batches:
         where = found[since]
-        recorded = sorted(set(dec_then["policy_version"].astype(str))) if "policy_version" in dec_then else []
-        if recorded and recorded != [policy_old.version]:
-            log.warning(
-                "%s was decided under policy %s but %s is loaded; pass the old file with --old-policy",
-                where,
-                recorded,
-                policy_old.version,
-            )
+        _warn_policy_mismatch(dec_then, where, policy_old, "; pass the old file with --old-policy")
         if dec_now.empty:
             continue
         results.append(
@@ -302,14 +313,6 @@ def run_explain(
                 usable_before=usable if since == prev_as_of else None,
                 deferred_at=None if since == prev_as_of else prev_as_of,
             )
-        )
-    recorded = sorted(set(new_dec["policy_version"].astype(str))) if "policy_version" in new_dec else []
-    if recorded and recorded != [policy_new.version]:
-        log.warning(
-            "%s was decided under policy %s but %s is loaded",
-            found[as_of],
-            recorded,
-            policy_new.version,
         )
     result = _merge_explanations(results)
     day = f"{as_of.date()}"
