@@ -33,9 +33,9 @@ def run_once(
 ) -> dict[str, float]:
     import pandas as pd
 
-    from features.config import Config
     from features.simulator import simulate_world
-    from serving.cycle import cycle_settings, demo_period, run_cycle
+    from serving.config import Config
+    from serving.loop.cycle import cycle_settings, demo_period, run_cycle
     from training.tracking import tracking_uri
 
     cfg = Config()

@@ -77,7 +77,7 @@ def _line(name, value, unit, size, baseline=None, baseline_value=None, **extra) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.attribution import attribute, compile_booster
+    from serving.explain.attribution import attribute, compile_booster
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_explain", description=__doc__)
     p.add_argument("--sizes", default="10000", help="comma-separated numbers of downgrade pairs")

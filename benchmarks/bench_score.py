@@ -210,15 +210,15 @@ def _child(argv: list[str]) -> None:
     import lightgbm as lgb
     import psutil
 
-    from serving.models import ScoringModel
-    from serving.policy import load_policy
-    from serving.scoring import score_batch
+    from serving.scoring.batch import score_batch
+    from serving.scoring.models import scoring_model
+    from serving.scoring.policy import load_policy
 
     features, out_dir, credit_file, fraud_file, chunk_rows, threads = argv
     credit, fraud = lgb.Booster(model_file=credit_file), lgb.Booster(model_file=fraud_file)
     models = {
-        "credit": ScoringModel("credit-pd", 1, CREDIT, credit, 0.95, -0.05),
-        "fraud": ScoringModel("fraud", 1, FRAUD, fraud),
+        "credit": scoring_model("credit-pd", 1, CREDIT, credit, 0.95, -0.05),
+        "fraud": scoring_model("fraud", 1, FRAUD, fraud),
     }
     policy = load_policy()
     start_rss = psutil.Process().memory_info().rss / 2**20

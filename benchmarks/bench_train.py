@@ -35,7 +35,7 @@ import json, os, resource, sys, time
 import numpy as np, pandas as pd
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true"); os.environ.setdefault("DO_NOT_TRACK", "1")
 mode, n, rounds, threads, tmp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-from features.config import GatesConfig, ModelConfig
+from serving.config import GatesConfig, ModelConfig
 from training.fit import base_params, fit_calibrated
 rng = np.random.default_rng(0)
 F = 100

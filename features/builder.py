@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features import behaviour, bureau, context, freshness, labels, repayment
+from features.catalog import as_of_dir
 from features.contracts import COLUMNS as RAW_COLUMNS
 from features.contracts import TABLES, load_raw, manifest_extracted_at
 from features.metadata import METADATA_VERSION
@@ -191,10 +192,6 @@ def _finish(df: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def feature_dir(out_dir: str | Path, as_of: pd.Timestamp) -> Path:
-    return Path(out_dir) / f"as_of={pd.Timestamp(as_of).strftime('%Y-%m-%d')}"
-
-
 def build_feature_table(
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -212,7 +209,7 @@ def build_feature_table(
     log.debug("raw tables loaded:\n%s", loaded.summary())
     extracted_at = manifest_extracted_at(raw_dir)
     df = build_features(loaded.tables, as_of, extracted_at=extracted_at, threads=threads)
-    target = feature_dir(out_dir, as_of)
+    target = as_of_dir(out_dir, as_of)
     path = write_parquet(df, target / "features.parquet")
     manifest = {
         "as_of": as_of.strftime("%Y-%m-%d"),

@@ -34,7 +34,12 @@ TABLES = (
 )
 APP_EVENT_TYPES = ("login", "device_change", "sim_change", "password_reset", "geo_jump")
 LENDER_TYPES = ("bank", "consumer_finance", "microloan", "credit_card")
+# The line actions, defined once. The raw line history may also say "open"; a decision never does.
 LINE_ACTIONS = ("open", "keep", "raise", "lower", "freeze", "close", "defer")
+DECISION_ACTIONS = LINE_ACTIONS[1:]
+DOWNGRADE_ACTIONS = ("lower", "freeze", "close")  # the usable line falls
+ADVERSE_ACTIONS = (*DOWNGRADE_ACTIONS, "defer")  # everything a user would not want
+NO_LINE_ACTIONS = ("freeze", "close")  # the usable line is 0
 # Column names that would mean personal data reached a table: a hard error, never a warning.
 PERSONAL_DATA_NAMES = (
     "name",

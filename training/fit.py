@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from training.encoding import apply_encoding
-from training.evaluate import auc, fit_logistic_1d
+from training.metrics import auc, fit_logistic_1d
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     ),
     "fraud": ModelSpec("fraud", "fraud", "label_fraud_90d", "label_fraud_90d_matured", False, True),
 }
+
+
+# The registered names, the one place they are spelled.
+CREDIT_MODEL = MODEL_SPECS["credit"].registered_name
+FRAUD_MODEL = MODEL_SPECS["fraud"].registered_name
 
 
 def model_spec(kind: str) -> ModelSpec:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import evaluate
+from training import metrics as evaluation
 
 
 def _pyplot():
@@ -25,12 +25,12 @@ def _pyplot():
 
 def plot_roc_ks(y, p, path: Path, title: str) -> Path:
     plt = _pyplot()
-    fpr, tpr = evaluate.roc_curve(y, p)
+    fpr, tpr = evaluation.roc_curve(y, p)
     if len(fpr) > 2000:  # a 2000-point curve looks the same and draws much faster
         keep = np.unique(np.linspace(0, len(fpr) - 1, 2000).astype(int))
         fpr, tpr = fpr[keep], tpr[keep]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
-    ax1.plot(fpr, tpr, lw=1.5, label=f"AUC {evaluate.auc(y, p):.3f}")
+    ax1.plot(fpr, tpr, lw=1.5, label=f"AUC {evaluation.auc(y, p):.3f}")
     ax1.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
     ax1.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {title}")
     ax1.legend(loc="lower right")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from training import evaluate
+from training import metrics as evaluation
 from training.fit import CalibratedModel
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def evaluate_gates(
 ) -> list[Gate]:
     """All four gates on one out-of-time sample (pure: models and frames in, verdicts out)."""
     gates: list[Gate] = []
-    chall_auc = evaluate.auc(y_oot, challenger.predict_proba(oot))
+    chall_auc = evaluation.auc(y_oot, challenger.predict_proba(oot))
     if champion is None:
         ok = chall_auc >= min_auc
         gates.append(
@@ -129,7 +129,7 @@ def evaluate_gates(
                 )
             )
         else:
-            champ_auc = evaluate.auc(y_oot, champion.predict_proba(oot))
+            champ_auc = evaluation.auc(y_oot, champion.predict_proba(oot))
             floor = champ_auc - auc_margin
             ok = chall_auc >= floor
             gates.append(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightgbm as lgb
@@ -29,7 +29,7 @@ class LoadedModel(CalibratedModel):
 
     name: str
     version: int
-    meta: dict
+    meta: dict = field(default_factory=dict)  # the stored model_meta.json
 
 
 def model_meta(model: CalibratedModel, **extra) -> dict:

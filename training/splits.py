@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.catalog import feature_table_path
 from features.tables import file_digest, read_table_dir
 
-
-def snapshot_path(features_dir: str | Path, as_of: str | pd.Timestamp) -> Path:
-    return Path(features_dir) / f"as_of={pd.Timestamp(as_of):%Y-%m-%d}" / "features.parquet"
+snapshot_path = feature_table_path  # (the name training code uses)
 
 
 def read_snapshots(

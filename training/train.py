@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import evaluate, plots
+from training import metrics as evaluation
+from training import plots
 from training.encoding import apply_encoding
 from training.fit import (
     CalibratedModel,
@@ -362,18 +363,18 @@ def train_and_register(
                 scores[part] = 1.0 / (1.0 + np.exp(-fr.valid_margin))
             else:
                 scores[part] = model.predict_proba(frame)
-            metrics.update(evaluate.summarise(ys[part], scores[part], part))
-            metrics[f"baseline_lr_{part}_auc"] = evaluate.auc(
+            metrics.update(evaluation.summarise(ys[part], scores[part], part))
+            metrics[f"baseline_lr_{part}_auc"] = evaluation.auc(
                 ys[part], predict_baseline(lr, enc[part], features)
             )
-        metrics["score_psi"] = evaluate.psi(scores["train"], scores["oot"])
+        metrics["score_psi"] = evaluation.psi(scores["train"], scores["oot"])
         metrics["oot_auc_uplift_vs_lr"] = metrics["oot_auc"] - metrics["baseline_lr_oot_auc"]
         for i, cand in enumerate(fr.candidates):
             metrics[f"candidate_{i}_valid_auc"] = cand["valid_auc"]
 
-        calib_oot = evaluate.calibration_table(ys["oot"], scores["oot"])
-        calib_train = evaluate.calibration_table(ys["train"], scores["train"])
-        lift_oot = evaluate.lift_table(ys["oot"], scores["oot"])
+        calib_oot = evaluation.calibration_table(ys["oot"], scores["oot"])
+        calib_train = evaluation.calibration_table(ys["train"], scores["train"])
+        lift_oot = evaluation.lift_table(ys["oot"], scores["oot"])
     with timer("shap"):
         rng = np.random.default_rng(seed)
         n_shap = min(settings["shap_sample_rows"], len(oot))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from features.config import Config, load_config
+from serving.config import Config, load_config
 
 CONFIG_OPTION = typer.Option(
     None, "--config", help="Config file (default: ./creditline.toml if present)."

@@ -34,7 +34,7 @@ def cycle(
 
     Example: creditline cycle --from 2024-10-01 --to 2025-12-31
     """
-    from serving.cycle import cycle_settings, run_cycle
+    from serving.loop.cycle import cycle_settings, run_cycle
     from training.tracking import tracking_uri
 
     cfg = config_or_exit(config)

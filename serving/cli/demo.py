@@ -48,7 +48,7 @@ def demo(
     typer.echo(format_summary(summary))
     if not cycle:
         return
-    from serving.cycle import cycle_settings, demo_period, run_cycle
+    from serving.loop.cycle import cycle_settings, demo_period, run_cycle
     from training.tracking import tracking_uri
 
     p = cfg.paths

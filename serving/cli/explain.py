@@ -55,7 +55,7 @@ def explain(
     if as_of is None:
         fail("--as-of is required (YYYY-MM-DD)")
         return
-    from serving.explain_run import run_explain
+    from serving.explain.run import run_explain
 
     cfg = config_or_exit(config)
     sc = getattr(cfg, "scoring", None)
@@ -109,7 +109,7 @@ def fidelity(
     """
     import json
 
-    from serving.explain_run import fidelity_table, run_fidelity, run_fidelity_all
+    from serving.explain.fidelity import fidelity_table, run_fidelity, run_fidelity_all
 
     if as_of is None and not all_months:
         fail("--as-of is required (YYYY-MM-DD), or --all for every explained month")

@@ -37,7 +37,7 @@ def monitor(
 
     Example: creditline monitor --as-of 2025-06-30
     """
-    from serving.monitor import MonitorSettings, run_monitor
+    from serving.monitoring.monitor import MonitorSettings, run_monitor
     from training.tracking import tracking_uri
 
     cfg = config_or_exit(config)

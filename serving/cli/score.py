@@ -46,13 +46,14 @@ def score(
 
     Example: creditline score --as-of 2026-10-31 --calendar data/truth/scenario_calendar.json
     """
-    from serving.models import ChampionMissingError
-    from serving.scoring import run_scoring
+    from features.catalog import as_of_dir
+    from serving.scoring.batch import run_scoring
+    from serving.scoring.models import ChampionMissingError
 
     cfg = config_or_exit(config)
     day = f"{as_of:%Y-%m-%d}"
     sc = cfg.scoring
-    features_dir = features or Path(cfg.paths.features) / f"as_of={day}"
+    features_dir = features or as_of_dir(cfg.paths.features, day)
     tracking_uri = f"sqlite:///{Path(cfg.paths.mlruns).as_posix()}/mlflow.db"
     try:
         result = run_scoring(

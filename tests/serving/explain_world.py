@@ -1,7 +1,7 @@
 """A small, real world for explanation tests: feature snapshots, two trained LightGBM models, decisions.
 
 Values are synthetic but every column is a real feature name from features.metadata, the models
-are real LightGBM boosters, and decisions come from the real `serving.policy.decide_lines`.
+are real LightGBM boosters, and decisions come from the real `serving.scoring.policy.decide_lines`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.metadata import FEATURES, model_features
-from serving.policy import decide_lines, previous_bands
+from serving.scoring.policy import decide_lines, previous_bands
 
 AS_OF_OLD = pd.Timestamp("2026-05-31")
 AS_OF_NEW = pd.Timestamp("2026-06-30")

@@ -9,20 +9,21 @@ import sys
 
 import lightgbm as lgb
 
-from serving.models import ScoringModel
-from serving.policy import load_policy
-from serving.scoring import score_batch
+from serving.scoring.batch import score_batch
+from serving.scoring.models import scoring_model
+from serving.scoring.policy import load_policy
+from training.registry import LoadedModel
 
 
-def models_from_files(credit_file: str, fraud_file: str) -> dict[str, ScoringModel]:
+def models_from_files(credit_file: str, fraud_file: str) -> dict[str, LoadedModel]:
     """The test's credit and fraud models from their LightGBM text files."""
     credit = lgb.Booster(model_file=credit_file)
     fraud = lgb.Booster(model_file=fraud_file)
     return {
-        "credit": ScoringModel(
+        "credit": scoring_model(
             "credit-pd", 3, credit.feature_name(), credit, calib_a=0.9, calib_b=-0.1
         ),
-        "fraud": ScoringModel("fraud", 1, fraud.feature_name(), fraud),
+        "fraud": scoring_model("fraud", 1, fraud.feature_name(), fraud),
     }
 
 

@@ -16,8 +16,8 @@ import tracemalloc
 
 import pyarrow as pa
 
-from serving.policy import load_policy
-from serving.scoring import score_batch
+from serving.scoring.batch import score_batch
+from serving.scoring.policy import load_policy
 from tests.serving.score_job import models_from_files
 
 

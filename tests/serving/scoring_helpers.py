@@ -7,7 +7,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from serving.models import ScoringModel
+from serving.scoring.models import scoring_model
+from training.registry import LoadedModel
 
 CREDIT_FEATURES = [
     "inst_dpd_max_6m",
@@ -79,10 +80,10 @@ def trained_boosters() -> dict:
     return {"credit": _train(CREDIT_FEATURES, 1, 25), "fraud": _train(FRAUD_FEATURES, 2, 15)}
 
 
-def scoring_models(boosters: dict) -> dict[str, ScoringModel]:
+def scoring_models(boosters: dict) -> dict[str, LoadedModel]:
     return {
-        "credit": ScoringModel(
+        "credit": scoring_model(
             "credit-pd", 3, CREDIT_FEATURES, boosters["credit"], calib_a=0.9, calib_b=-0.1
         ),
-        "fraud": ScoringModel("fraud", 1, FRAUD_FEATURES, boosters["fraud"]),
+        "fraud": scoring_model("fraud", 1, FRAUD_FEATURES, boosters["fraud"]),
     }

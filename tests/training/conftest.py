@@ -1,4 +1,4 @@
-"""Shared fixtures: hand-made feature tables (per the INTERFACES contract) with a planted signal,
+"""Shared fixtures: hand-made feature tables (the columns `features.metadata` declares) with a planted signal,
 and one real MLflow sqlite store for the whole session (creating the schema takes ~6 s)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import GatesConfig, ModelConfig
 from features.tables import write_json, write_parquet
+from serving.config import GatesConfig, ModelConfig
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")

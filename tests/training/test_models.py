@@ -8,7 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from tests.training.conftest import CREDIT_FEATURES, FRAUD_FEATURES, OOT_AS_OF, TRAIN_AS_OF
-from training import evaluate
+from training import metrics as evaluation
 from training.splits import read_snapshots
 
 
@@ -23,8 +23,8 @@ def test_learns_planted_signal_better_than_logistic_regression(credit_run, featu
     oot = _oot(feature_dir)
     feats = list(CREDIT_FEATURES)
     lr = LogisticRegression(max_iter=2000).fit(train[feats].fillna(0), train["label_default_12m"])
-    lr_auc = evaluate.auc(oot["label_default_12m"], lr.predict_proba(oot[feats].fillna(0))[:, 1])
-    model_auc = evaluate.auc(oot["label_default_12m"], credit_run.model.predict_proba(oot))
+    lr_auc = evaluation.auc(oot["label_default_12m"], lr.predict_proba(oot[feats].fillna(0))[:, 1])
+    model_auc = evaluation.auc(oot["label_default_12m"], credit_run.model.predict_proba(oot))
     # thresholds, an interaction and a U-shape: trees see them, a linear model cannot
     assert model_auc > lr_auc + 0.04, (model_auc, lr_auc)
     assert model_auc > 0.72

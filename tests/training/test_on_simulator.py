@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from features.config import GatesConfig, ModelConfig
+from serving.config import GatesConfig, ModelConfig
 
 pytest.importorskip("features.simulator")
 pytest.importorskip("features.builder")
@@ -81,7 +81,7 @@ def _logistic_regression(train: pd.DataFrame, features: list[str], label: str):
 
 
 def test_credit_model_learns_the_planted_risk_better_than_logistic_regression(world, sim_run):
-    from training import evaluate
+    from training import metrics as evaluation
     from training.splits import labelled_rows, read_snapshots
 
     label, matured = "label_default_12m", "label_default_12m_matured"
@@ -96,7 +96,7 @@ def test_credit_model_learns_the_planted_risk_better_than_logistic_regression(wo
     y = oot[label].to_numpy()
     p_model = model.predict_proba(oot)
     p_lr = lr.predict_proba(oot[features].to_numpy(dtype="float64", na_value=np.nan))[:, 1]
-    auc_model, auc_lr = evaluate.auc(y, p_model), evaluate.auc(y, p_lr)
+    auc_model, auc_lr = evaluation.auc(y, p_model), evaluation.auc(y, p_lr)
 
     truth = pd.read_parquet(world / "truth" / "user_month.parquet")
     latent = (

@@ -178,7 +178,7 @@ def test_predict_names_missing_columns(tabular_run, app_csv, cli, tmp_path):
     ],
 )
 def test_tabular_errors_are_clear(mutate, message, tmp_path, tracking_uri):
-    from features.config import GatesConfig, ModelConfig
+    from serving.config import GatesConfig, ModelConfig
     from training.tabular import train_on_table
 
     path = tmp_path / "t.csv"

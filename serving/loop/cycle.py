@@ -1,0 +1,723 @@
+"""The monthly operating loop: features -> score -> explain -> monitor -> retrain, month by month.
+
+`run_cycle` walks the month-ends from D1 to D2. Each month it builds the feature table (raw
+tables are loaded once), scores every user with the current champions and the line policy,
+explains downgrades, monitors the champion, and retrains when a trigger fires (at most once per
+cooldown). A second arm scores the same months with the models frozen at the start, so the
+summary can say what the loop changed: the headline figure is wrongful post-repayment
+downgrades per 10k good repayers, with the loop and without it.
+
+Labels and the simulator's truth are read only for that evaluation, and for monitoring only
+once matured by the month being decided (as-of + horizon + margin <= month).
+
+Bootstrap: with no champion registered, the first models are trained on the months before D1
+(their outcomes are taken as known: a stand-in for a model developed on history before the
+product ran this loop).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.catalog import (
+    decision_log_dir,
+    decisions_path,
+    feature_table_path,
+    model_ops_path,
+)
+from serving.loop.evaluation import (
+    good_repayers,
+    outcome_rates,
+    read_explanations,
+    read_truth,
+    stored_month_stats,
+)
+from serving.monitoring.monitor import (
+    MonitorSettings,
+    champion_lineage,
+    reference_paths_for,
+    run_monitor,
+)
+from training.fit import CREDIT_MODEL, FRAUD_MODEL
+from training.retrain import retrain
+
+log = logging.getLogger(__name__)
+
+
+
+def month_ends(start: pd.Timestamp | str, end: pd.Timestamp | str) -> list[pd.Timestamp]:
+    """Month-end dates from the month of `start` to the month of `end`, inclusive.
+
+    >>> [d.strftime("%Y-%m-%d") for d in month_ends("2024-01-15", "2024-03-01")]
+    ['2024-01-31', '2024-02-29', '2024-03-31']
+    """
+    s, e = pd.Timestamp(start), pd.Timestamp(end)
+    if e < s:
+        raise ValueError(f"cycle end {e:%Y-%m-%d} is before its start {s:%Y-%m-%d}")
+    return list(pd.date_range(s + pd.offsets.MonthEnd(0), e + pd.offsets.MonthEnd(0), freq="ME"))
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    """Plain values for the loop (from MonitorConfig, ModelConfig, GatesConfig, ScoringConfig)."""
+
+    monitor: MonitorSettings
+    model: dict
+    gates: dict
+    retrain_window_months: int = 6
+    retrain_cooldown_months: int = 3
+    auto_promote: bool = True
+    bootstrap_months: int = 6
+    html_report: str = "alarm"  # always | alarm | never
+    baseline_arm: bool = True
+    bootstrap_gate_override: str | None = None  # who approved a failing first model, and why
+    policy_file: str | None = None
+    calendar: str | None = None
+    max_source_age_days: dict | None = None
+    seed: int = 42
+    num_threads: int = 2
+
+
+@dataclass
+class CycleResult:
+    summary: dict
+    summary_path: Path
+    text_path: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, t0: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def build_month_tables(
+    raw_dir: Path, features_dir: Path, quarantine_dir: Path, dates: list[pd.Timestamp], threads: int
+) -> list[Path]:
+    """Build the feature tables for `dates` with the raw tables loaded once.
+
+    A table whose manifest records the same raw-input digests is reused.
+    """
+    from features.builder import build_features, connect_raw
+    from features.contracts import TABLES, load_raw, manifest_extracted_at
+    from features.tables import file_digest, write_json, write_parquet
+
+    digests = {t: file_digest(raw_dir / t) for t in TABLES}
+    todo = []
+    for d in dates:
+        m = feature_table_path(features_dir, d).parent / "manifest.json"
+        if m.exists() and json.loads(m.read_text()).get("input_digests") == digests:
+            continue
+        todo.append(d)
+    if todo:
+        loaded = load_raw(raw_dir, quarantine_dir)
+        extracted_at = manifest_extracted_at(raw_dir)
+        from tqdm import tqdm
+
+        con = connect_raw(loaded.tables, threads)  # the raw tables go to DuckDB once, not per month
+        try:
+            for d in tqdm(todo, desc="features", unit="month", leave=False):
+                df = build_features(loaded.tables, d, extracted_at=extracted_at, threads=threads,
+                                    con=con)
+                path = write_parquet(df, feature_table_path(features_dir, d))
+                write_json(_feature_manifest(df, d, extracted_at, digests, loaded, path),
+                           path.parent / "manifest.json")
+        finally:
+            con.close()
+    return [feature_table_path(features_dir, d) for d in dates]
+
+
+def _feature_manifest(df, as_of, extracted_at, digests, loaded, path) -> dict:
+    from features.tables import file_digest
+
+    try:
+        from features.metadata import METADATA_VERSION
+    except ImportError:  # pragma: no cover - features land together
+        METADATA_VERSION = None
+    return {
+        "as_of": f"{as_of:%Y-%m-%d}",
+        "rows": len(df),
+        "features": [c for c in df.columns if c not in ("user_id", "as_of") and not c.startswith(("ctx_", "fresh_", "label_"))],
+        "metadata_version": METADATA_VERSION,
+        "extracted_at": str(extracted_at) if extracted_at is not None else None,
+        "input_digests": digests,
+        "quarantined_rows": {t: r.rows_quarantined for t, r in loaded.reports.items()},
+        "output_digest": file_digest(path),
+        "built_by": "serving.loop.cycle",
+    }
+
+
+def bootstrap_models(
+    features_dir: Path, tracking_uri: str, dates: list[pd.Timestamp], s: CycleSettings,
+    decision_log_dir: Path | None = None,
+) -> tuple[dict[str, int], list[dict]]:
+    """Train and promote the first credit and fraud champions when none is registered.
+
+    Returns the champion version per model and what happened (one event per model trained).
+    A model that fails its gates never decides silently (`training.promote.promote_first`):
+    an existing champion is kept; with none, only `s.bootstrap_gate_override` lets it decide,
+    as a recorded governance exception; otherwise `GatesRefused` stops the loop.
+    """
+    from training.promote import promote_first
+    from training.registry import CHAMPION, current_version
+    from training.tracking import open_client
+    from training.train import train_on_feature_tables
+
+    client = open_client(tracking_uri)
+    out, events = {}, []
+    train_s = [f"{d:%Y-%m-%d}" for d in dates[:-1]]
+    oot_s = f"{dates[-1]:%Y-%m-%d}"
+    for kind, name in (("credit", CREDIT_MODEL), ("fraud", FRAUD_MODEL)):
+        champ = current_version(client, name, CHAMPION) if _has_registered(client, name) else None
+        if champ is not None and _trained_on_these_tables(tracking_uri, name, champ):
+            out[name] = champ
+            continue
+        if champ is not None:
+            log.warning("%s v%d was trained on other feature tables (another world?): "
+                        "training a new bootstrap model", name, champ)
+        log.info("bootstrap: training %s on %s (out-of-time %s)", name, train_s, oot_s)
+        res = train_on_feature_tables(
+            kind, features_dir, train_s, oot_s, tracking_uri=tracking_uri, settings=s.model,
+            gates=s.gates, seed=s.seed, num_threads=s.num_threads,
+        )
+        pr, exc = promote_first(name, res.version, tracking_uri=tracking_uri, gates=s.gates,
+                                override=s.bootstrap_gate_override, as_of=oot_s)
+        out[name] = int(pr.champion_after)
+        status = "promoted" if pr.passed else ("governance_exception" if exc else "refused")
+        events.append({
+            "model": name, "version": int(res.version), "status": status,
+            "champion_before": pr.champion_before, "champion_after": int(pr.champion_after),
+            "gates": [g.line() for g in pr.gates],
+            "governance_exception": exc.to_dict() if exc else None,
+        })
+    if decision_log_dir is not None and events:
+        _log_bootstrap(events, oot_s, decision_log_dir)
+    return out, events
+
+
+def _log_bootstrap(events: list[dict], as_of: str, decision_log_dir: Path) -> None:
+    """One model-ops decision-log row per bootstrap model (as retraining writes for its own)."""
+    from features.tables import write_parquet
+
+    rows = pd.DataFrame([{
+        "as_of": pd.Timestamp(as_of), "event": "bootstrap", "model": e["model"], "status": e["status"],
+        "challenger_version": e["version"], "champion_before": e["champion_before"] or -1,
+        "champion_after": e["champion_after"],
+        "reasons": ((e["governance_exception"] and "GOVERNANCE EXCEPTION: failed gates "
+                     + ",".join(e["governance_exception"]["failed_gates"]) + "; approved: "
+                     + e["governance_exception"]["approved"]) or " | ".join(
+                         g for g in e["gates"] if "FAIL" in g)),
+    } for e in events])
+    write_parquet(rows, model_ops_path(decision_log_dir, as_of, "bootstrap"))
+
+
+def _trained_on_these_tables(tracking_uri: str, name: str, version: int) -> bool:
+    """True when every snapshot in the version's lineage still has the recorded digest."""
+    from features.tables import file_digest
+
+    snaps = (champion_lineage(tracking_uri, name, version).get("lineage_json") or {}).get("snapshots") or []
+    if not snaps:
+        return True  # no lineage recorded: trust the registry
+    for snap in snaps:
+        p = Path(snap.get("path", ""))
+        if not p.exists() or (snap.get("sha256") and file_digest(p) != snap["sha256"]):
+            return False
+    return True
+
+
+def _has_registered(client, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+        return True
+    except Exception:
+        return False
+
+
+def _load_models(tracking_uri: str, credit_ref, fraud_ref) -> dict[str, Any]:
+    from training.registry import load_model
+
+    return {"credit": load_model(CREDIT_MODEL, credit_ref, tracking_uri),
+            "fraud": load_model(FRAUD_MODEL, fraud_ref, tracking_uri)}
+
+
+def _score(features_path: Path, models, policy, out_dir: Path, as_of, s: CycleSettings):
+    from serving.scoring.batch import score_batch
+
+    return score_batch(features_path, models, policy, out_dir, as_of=as_of,
+                       max_age_days=s.max_source_age_days, num_threads=s.num_threads, progress=False)
+
+
+def _explain(as_of, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
+             s: CycleSettings, calendar, model_cache: dict | None = None,
+             report_writer=None) -> Path | None:
+    """Explain this month's downgrades against last month's decisions (issue 6's job)."""
+    try:
+        from serving.explain.run import run_explain
+    except ImportError:
+        log.warning("serving.explain.run is not available: downgrades are not explained")
+        return None
+    res = run_explain(
+        as_of, decisions_dir, features_dir, explanations_dir, reports_dir, tracking_uri,
+        policy_file=s.policy_file, calendar=calendar, max_age_days=s.max_source_age_days,
+        n_threads=s.num_threads, model_cache=model_cache, report_writer=report_writer,
+    )
+    return res.records_path
+
+
+def _report_writer():
+    try:
+        from serving.explain.run import ReportWriter
+    except ImportError:
+        return None
+    return ReportWriter()
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def run_cycle(**kwargs) -> CycleResult:
+    """Run the loop from `start` to `end` (month-ends); write and return the summary.
+
+    Keyword arguments as `_run_cycle`. MLflow's fluent API (used when models are downloaded
+    from the registry) points at `tracking_uri` for the duration.
+    """
+    from training.tracking import using_store
+
+    with using_store(kwargs["tracking_uri"]):
+        return _run_cycle(**kwargs)
+
+
+def _run_cycle(
+    *,
+    start: pd.Timestamp | str,
+    end: pd.Timestamp | str,
+    raw_dir: str | Path,
+    features_dir: str | Path,
+    decisions_dir: str | Path,
+    explanations_dir: str | Path,
+    reports_dir: str | Path,
+    quarantine_dir: str | Path,
+    tracking_uri: str,
+    settings: CycleSettings,
+) -> CycleResult:
+    """Run the loop from `start` to `end` (month-ends); write and return the summary."""
+    from features.contracts import manifest_extracted_at
+    from serving.scoring.policy import load_policy
+    from training.registry import CHAMPION, current_version
+    from training.tracking import open_client
+
+    raw_dir, features_dir, decisions_dir = Path(raw_dir), Path(features_dir), Path(decisions_dir)
+    explanations_dir, reports_dir, quarantine_dir = Path(explanations_dir), Path(reports_dir), Path(quarantine_dir)
+    s = settings
+    timer = _Timer()
+    months = month_ends(start, end)
+    boot = [months[0] - pd.offsets.MonthEnd(k) for k in range(s.bootstrap_months + 1, 0, -1)]
+    t0 = time.perf_counter()
+    build_month_tables(raw_dir, features_dir, quarantine_dir, boot + months, s.num_threads)
+    timer.add("features", t0)
+
+    t0 = time.perf_counter()
+    client = open_client(tracking_uri)
+    first, boot_events = bootstrap_models(features_dir, tracking_uri, boot, s, decision_log_dir(decisions_dir))
+    timer.add("bootstrap_training", t0)
+    calendar = s.calendar
+    if calendar is None and (raw_dir.parent / "truth" / "scenario_calendar.json").exists():
+        calendar = str(raw_dir.parent / "truth" / "scenario_calendar.json")
+    policy = load_policy(s.policy_file, calendar)
+    frozen = _load_models(tracking_uri, first[CREDIT_MODEL], first[FRAUD_MODEL]) if s.baseline_arm else None
+    baseline_dir = reports_dir / "cycle" / "no_loop_decisions"  # removed by `make clean`
+    truth = read_truth(raw_dir)
+    world_end = manifest_extracted_at(raw_dir)
+    horizon = s.monitor.label_horizon_months
+
+    per_month: list[dict] = []
+    retrains: list[dict] = []
+    last_retrain: pd.Timestamp | None = None
+    explain_failures: list[dict] = []
+    explain_models: dict = {}  # registry versions loaded + compiled once for the whole loop
+    report_writer = _report_writer()  # explanation JSON/HTML written beside the loop
+    from tqdm import tqdm
+
+    fraud_ref_pd: dict[int, Any] = {}  # fraud version -> PDs on its training reference
+    for d in tqdm(months, desc="cycle", unit="month"):
+        champ_v = current_version(client, CREDIT_MODEL, CHAMPION)
+        fraud_v = current_version(client, FRAUD_MODEL, CHAMPION)
+        models = _load_models(tracking_uri, champ_v, fraud_v)
+        if fraud_v not in fraud_ref_pd:
+            fraud_ref_pd[fraud_v] = _reference_scores(tracking_uri, features_dir, models["fraud"], s)
+        fpath = feature_table_path(features_dir, d)
+        t0 = time.perf_counter()
+        _score(fpath, models, policy, decisions_dir, d, s)
+        if frozen is not None:
+            _score(fpath, frozen, policy, baseline_dir, d, s)
+        timer.add("scoring", t0)
+
+        t0 = time.perf_counter()
+        if d != months[0]:  # the first month has no earlier decision to explain against
+            try:
+                _explain(d, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
+                         s, calendar, model_cache=explain_models, report_writer=report_writer)
+            except Exception as exc:  # an explanation failure must not stop the loop; it is reported
+                log.error("explaining downgrades as of %s failed: %s", f"{d:%Y-%m-%d}", exc)
+                explain_failures.append({"as_of": f"{d:%Y-%m-%d}", "error": str(exc)[:500]})
+        timer.add("explain", t0)
+
+        t0 = time.perf_counter()
+        lineage = champion_lineage(tracking_uri, CREDIT_MODEL, champ_v)
+        ref_paths = reference_paths_for(lineage, features_dir)
+        from serving.monitoring.monitor import baseline_gini_from_metrics
+
+        mon = run_monitor(
+            as_of=d, features_dir=features_dir, decisions_dir=decisions_dir, reports_dir=reports_dir,
+            tracking_uri=tracking_uri, settings=s.monitor,
+            model=models["credit"], reference_paths=ref_paths,
+            baseline_gini=baseline_gini_from_metrics(lineage["metrics"]),
+            html=s.html_report == "always" or (s.html_report != "never" and d == months[-1]),
+            log_to_mlflow=True, seed=s.seed,
+        )
+        summary = mon.summary
+        exceptions = _governance_exceptions(client, {CREDIT_MODEL: champ_v, FRAUD_MODEL: fraud_v})
+        if exceptions and mon.mlflow_run_id:
+            client.set_tag(mon.mlflow_run_id, "creditline.governance_exceptions",
+                           " | ".join(e.line() for e in exceptions)[:4900])
+        onset = summary["trigger"]["retrain"] and not (per_month and per_month[-1]["drift_alarm"])
+        if onset and s.html_report == "alarm" and mon.html_path is None:
+            # A person will look at a new alarm: give them the distributions too (once per
+            # alarm episode; the preset report costs 10-20 s).
+            from serving.monitoring.drift import write_drift_report_html
+            from serving.monitoring.monitor import load_reference, read_features
+
+            write_drift_report_html(
+                load_reference(ref_paths, list(models["credit"].features), s.monitor.drift_sample_rows, s.seed),
+                read_features(fpath), summary["drift"]["features_tested"],
+                mon.folder / "drift_report.html", sample_rows=s.monitor.drift_sample_rows, seed=s.seed,
+            )
+        timer.add("monitor", t0)
+
+        month_retrain = None
+        if summary["trigger"]["retrain"]:
+            cooling = last_retrain is not None and d < last_retrain + pd.DateOffset(months=s.retrain_cooldown_months)
+            if cooling:
+                month_retrain = {"as_of": f"{d:%Y-%m-%d}", "status": "cooldown",
+                                 "reasons": summary["trigger"]["reasons"]}
+            else:
+                t0 = time.perf_counter()
+                outcome = retrain(
+                    as_of=d, features_dir=features_dir, decisions_dir=decisions_dir,
+                    tracking_uri=tracking_uri, reasons=summary["trigger"]["reasons"],
+                    model_settings=s.model, gate_settings=s.gates, horizon_months=horizon,
+                    margin_days=s.monitor.label_margin_days, window_months=s.retrain_window_months,
+                    auto_promote=s.auto_promote, seed=s.seed, num_threads=s.num_threads,
+                    decision_log_dir=decision_log_dir(decisions_dir),
+                )
+                timer.add("retraining", t0)
+                month_retrain = outcome.to_dict()
+                if outcome.status != "skipped":
+                    last_retrain = d
+            retrains.append(month_retrain)
+
+        t0 = time.perf_counter()
+        fraud_watch = _fraud_watch(fraud_ref_pd[fraud_v], models["fraud"], decisions_path(decisions_dir, d), summary, s)
+        timer.add("monitor", t0)
+
+        t0 = time.perf_counter()
+        feats = pd.read_parquet(fpath)
+        good = good_repayers(feats, truth, d, horizon, world_end)
+        has_prev = months.index(d) > 0  # (the first month has no downgrades to explain)
+        explained = None
+        if has_prev and not (explain_failures and explain_failures[-1]["as_of"] == f"{d:%Y-%m-%d}"):
+            explained = read_explanations(explanations_dir, d)
+        if has_prev and explained is None:  # explain failed: every downgrade is not_explained
+            explained = pd.DataFrame({"user_id": pd.Series(dtype=str), "cause": pd.Series(dtype=str)})
+        row = {
+            "as_of": f"{d:%Y-%m-%d}", "credit_model_version": int(champ_v), "fraud_model_version": int(fraud_v),
+            **outcome_rates(feats, truth, d, horizon, world_end),
+            "loop": stored_month_stats(decisions_dir, months, d, good, explained),
+            "drift_alarm": bool(summary["trigger"]["retrain"]),
+            "alarm_reasons": summary["trigger"]["reasons"],
+            "score_psi": summary["score"]["psi"],
+            "drifted_share": summary["drift"]["drifted_share"],
+            "matured_auc": (summary["performance"].get("matured") or {}).get("auc"),
+            "retrain": month_retrain["status"] if month_retrain else None,
+            "governance_exceptions": [e.line() for e in exceptions],
+            "fraud": fraud_watch,
+            "monitoring_report": str(mon.folder),
+        }
+        if frozen is not None:
+            row["no_loop"] = stored_month_stats(baseline_dir, months, d, good, None)
+        per_month.append(row)
+        timer.add("evaluation", t0)
+
+    if report_writer is not None:
+        t0 = time.perf_counter()
+        explain_failures.extend(report_writer.finish())
+        timer.add("explain_reports_wait", t0)
+    return _write_summary(
+        months, per_month, retrains, first, reports_dir, timer, s, truth is not None, baseline_dir,
+        explain_failures, boot_events,
+    )
+
+
+def _reference_scores(tracking_uri: str, features_dir: Path, model, s: CycleSettings):
+    """The model's scores on its own training tables (from its MLflow lineage); None if absent."""
+    from serving.monitoring.monitor import load_reference
+
+    lineage = champion_lineage(tracking_uri, model.name, int(model.version))
+    paths = reference_paths_for(lineage, features_dir)
+    if not paths:
+        return None
+    ref = load_reference(paths, list(model.features), s.monitor.drift_sample_rows, s.seed)
+    return model.predict_proba(ref)
+
+
+def _fraud_watch(ref_scores, fraud_model, decisions_file: Path, monitor_summary: dict, s: CycleSettings) -> dict:
+    """Fraud signals for people: score PSI against the fraud model's training reference, and
+    fraud flags later cleared (false positives) on the matured decisions the monitor read.
+
+    They raise an alarm in the summary but retrain nothing: only the credit model is retrained.
+    """
+    from serving.monitoring.drift import psi
+
+    fraud_p = pd.read_parquet(decisions_file, columns=["fraud_p"])["fraud_p"].to_numpy()
+    score_psi = psi(ref_scores, fraud_p, s.monitor.psi_bins) if ref_scores is not None else None
+    mis = (monitor_summary.get("misjudgement") or {}).get("overall") or {}
+    out = {
+        "model_version": int(fraud_model.version),
+        "score_psi": score_psi,
+        "flagged_share": float((fraud_p >= s.monitor.fraud_flag_threshold).mean()) if len(fraud_p) else None,
+        "flags_matured": mis.get("fraud_flagged_matured"),
+        "flags_cleared": mis.get("fraud_flags_cleared"),
+        "false_positive_rate": mis.get("fraud_false_positive_rate"),
+    }
+    out["alarm"] = bool(score_psi is not None and score_psi >= s.monitor.max_score_psi)
+    return out
+
+
+def _governance_exceptions(client, versions: dict[str, int]) -> list:
+    """Recorded exceptions of the model versions deciding this month (training.promote)."""
+    from training.promote import governance_exception
+
+    return [e for name, v in versions.items() if (e := governance_exception(client, name, v)) is not None]
+
+
+def _rate(num: int, den: int) -> float | None:
+    return 1e4 * num / den if den else None
+
+
+def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer: _Timer,
+                   s: CycleSettings, has_truth: bool, baseline_dir: Path,
+                   explain_failures: list[dict], boot_events: list[dict]) -> CycleResult:
+    from features.tables import jsonable, write_json, write_text
+
+    def headline(arm: str) -> dict:
+        rows = [m[arm] for m in per_month if arm in m]
+        wrong = sum(r["wrongful_post_repayment_downgrades"] for r in rows)
+        good = sum(r["good_repayers"] for r in rows)
+        wrong_unknown = sum(r["downgraded_repayers_outcome_unknown"] for r in rows)
+        unknown = sum(r["repayers_outcome_unknown"] for r in rows)
+        return {"wrongful_post_repayment_downgrades": wrong, "good_repayer_months": good,
+                "per_10k_good_repayers": _rate(wrong, good),
+                "repayer_months_outcome_unknown": unknown,
+                # The old, unsound reading (every repayer not yet bad counted as good), kept
+                # only to show how much of a figure rests on outcomes nobody has seen yet.
+                "provisional_per_10k_counting_unknown_as_good": _rate(wrong + wrong_unknown, good + unknown)}
+
+    # The arms decide identically until the loop's models first differ from the frozen ones;
+    # only the months after that can show what the loop changed.
+    differ = [m for m in per_month
+              if (m["credit_model_version"], m["fraud_model_version"]) != (first[CREDIT_MODEL], first[FRAUD_MODEL])]
+    summary = {
+        "from": f"{months[0]:%Y-%m-%d}", "to": f"{months[-1]:%Y-%m-%d}", "months": len(months),
+        "bootstrap_models": first,
+        "bootstrap_events": boot_events,
+        "governance_exceptions": _exception_months(per_month),
+        "good_repayer_definition": (
+            "repaid in full in the 30 days before the as-of and no default/bust-out within "
+            f"{s.monitor.label_horizon_months} months after it ("
+            + ("simulator truth" if has_truth else "matured labels")
+            + "); repayers whose window has not closed by the end of the data are left out"
+        ),
+        "downgrade_definition": (
+            "usable line lower than at the previous month's decision, or an adverse decision "
+            "deferred (serving.explain.downgrades.select_downgrades, as creditline explain); none in the first month"
+        ),
+        "headline": {"with_loop": headline("loop"),
+                     "months_models_differ": [m["as_of"] for m in differ],
+                     "good_repayer_months_while_models_differ": sum(m["loop"]["good_repayers"] for m in differ)},
+        "per_month": per_month,
+        "retrains": retrains,
+        "promotions": [r for r in retrains if r and r.get("status") == "promoted"],
+        "drift_alarms": sum(1 for m in per_month if m["drift_alarm"]),
+        "fraud_alarms": sum(1 for m in per_month if (m.get("fraud") or {}).get("alarm")),
+        "explain_failures": explain_failures,
+        "timings_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
+    }
+    if s.baseline_arm:
+        summary["headline"]["without_loop"] = headline("no_loop")
+        summary["baseline_decisions"] = str(baseline_dir)
+    summary = jsonable(summary)
+    folder = reports_dir / "cycle" / f"from={summary['from']}_to={summary['to']}"
+    path = write_json(summary, folder / "summary.json")
+    text_path = write_text(format_summary(summary), folder / "summary.txt")
+    return CycleResult(summary, path, text_path, timer.seconds)
+
+
+def _exception_months(per_month: list[dict]) -> list[dict]:
+    """Each governance exception once, with the months it decided in."""
+    seen: dict[str, list[str]] = {}
+    for m in per_month:
+        for line in m.get("governance_exceptions", []):
+            seen.setdefault(line, []).append(m["as_of"])
+    return [{"exception": k, "months": v} for k, v in seen.items()]
+
+
+def format_summary(summary: dict) -> str:
+    """The cycle summary as a plain-text report."""
+    def f(x, spec=".4f"):
+        return "n/a" if x is None else format(x, spec)
+
+    lines = [f"creditline cycle {summary['from']} .. {summary['to']} ({summary['months']} months)", ""]
+    for e in summary.get("governance_exceptions", []):
+        lines.append(f"GOVERNANCE EXCEPTION in {len(e['months'])} month(s) ({e['months'][0]} .. "
+                     f"{e['months'][-1]}): {e['exception']}")
+    for e in summary.get("bootstrap_events", []):
+        if e["status"] == "refused":
+            lines.append(f"bootstrap {e['model']} v{e['version']} failed its gates: champion "
+                         f"v{e['champion_after']} kept, v{e['version']} left as @challenger")
+    if lines[-1]:
+        lines.append("")
+    lines.append("month       credit  users  mean_pd  default  fraud   adverse  downgrades  "
+                 "wrongful/good  unknown  alarm  retrain")
+    for m in summary["per_month"]:
+        r = m["loop"]
+        lines.append(
+            f"{m['as_of']}  v{m['credit_model_version']:<5} {r['users']:>6}  {f(r['mean_pd'])}  "
+            f"{f(m.get('default_rate'))}{'*' if m.get('default_window_months_observed') is not None else ' '} "
+            f"{f(m.get('fraud_rate'))}  {r['adverse_actions']:>7}  {r['downgrades']:>10}  "
+            f"{r['wrongful_post_repayment_downgrades']:>6}/{r['good_repayers']:<6}  "
+            f"{r['repayers_outcome_unknown']:>7}  "
+            f"{'YES' if m['drift_alarm'] else '-':>5}  {m['retrain'] or '-'}"
+        )
+    if any(m.get("default_window_months_observed") is not None for m in summary["per_month"]):
+        lines.append("* default window cut by the end of the data: a lower bound")
+    lines.append("adverse = every lower/freeze/close/defer; downgrades = " + summary["downgrade_definition"])
+    lines.append("unknown = repayers whose outcome window has not closed by the end of the data "
+                 "(neither good nor bad)")
+    lines.append("")
+    causes: dict[str, int] = {}
+    for m in summary["per_month"]:
+        for k, v in m["loop"]["downgrades_by_cause"].items():
+            causes[k] = causes.get(k, 0) + v
+    total = sum(m["loop"]["downgrades"] for m in summary["per_month"])
+    lines.append(f"downgrades by cause (with the loop; {total} downgrades, {sum(causes.values())} by cause):")
+    for k, v in sorted(causes.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {k:<30} {v}")
+    lines.append("")
+    fraud_alarms = [m for m in summary["per_month"] if (m.get("fraud") or {}).get("alarm")]
+    if fraud_alarms:
+        lines.append(
+            f"fraud score drift (PSI >= the score-PSI limit) in {len(fraud_alarms)} month(s): "
+            + ", ".join(f"{m['as_of']} ({m['fraud']['score_psi']:.2f})" for m in fraud_alarms)
+            + "; the fraud model is not retrained by the loop, its owner reviews"
+        )
+    lines.append(f"drift alarms: {summary['drift_alarms']}")
+    for r in summary["retrains"]:
+        if not r:
+            continue
+        bt = r.get("backtest") or {}
+        ch, cl = bt.get("champion") or {}, bt.get("challenger") or {}
+        lines.append(
+            f"  {r['as_of']}: {r['status']}"
+            + (f" challenger v{r.get('challenger_version')} (trained on {len(r.get('train_as_of') or [])} months, "
+               f"OOT {r.get('oot_as_of')}): AUC champion {f(ch.get('auc'))} -> challenger {f(cl.get('auc'))}"
+               if r.get("challenger_version") else "")
+            + f"; champion v{r.get('champion_before')} -> v{r.get('champion_after')}"
+            if r.get("status") not in ("cooldown",) else f"  {r['as_of']}: alarm during cooldown"
+        )
+        for reason in r.get("reasons", [])[:4]:
+            lines.append(f"      - {reason}")
+    lines.append("")
+    h = summary["headline"]
+    lines.append("HEADLINE: wrongful post-repayment downgrades per 10k good repayers")
+    arms = [("with the retraining loop:   ", "with_loop")]
+    if "without_loop" in h:
+        arms.append(("without it (models frozen):", "without_loop"))
+    for label, key in arms:
+        a = h[key]
+        lines.append(
+            f"  {label} {f(a['per_10k_good_repayers'], '.1f')} ({a['wrongful_post_repayment_downgrades']} of "
+            f"{a['good_repayer_months']} good-repayer months; {a['repayer_months_outcome_unknown']} repayer months "
+            f"with unknown outcome left out; provisional, counting them as good: "
+            f"{f(a['provisional_per_10k_counting_unknown_as_good'], '.1f')})"
+        )
+    differ = h["months_models_differ"]
+    lines.append(
+        f"  the arms use different models in {len(differ)} month(s)"
+        + (f" ({differ[0]} .. {differ[-1]}), with {h['good_repayer_months_while_models_differ']} "
+           "good-repayer months of known outcome" if differ else "")
+        + "; before that they decide identically"
+    )
+    lines.append(f"  good repayer: {summary['good_repayer_definition']}")
+    lines.append("")
+    lines.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["timings_seconds"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def cycle_settings(
+    *, monitor: dict, model: dict, gates: dict, scoring: dict, seed: int, num_threads: int,
+    baseline_arm: bool | None = None,
+) -> CycleSettings:
+    """CycleSettings from plain config sections (dicts from `model_dump()`)."""
+    from serving.config import MonitorConfig
+
+    m = {**MonitorConfig().model_dump(), **monitor}  # defaults from the config, one source
+    return CycleSettings(
+        monitor=MonitorSettings.from_mapping(m),
+        model=model,
+        gates=gates,
+        retrain_window_months=m["retrain_window_months"],
+        retrain_cooldown_months=m["retrain_cooldown_months"],
+        auto_promote=m["auto_promote"],
+        bootstrap_months=m["bootstrap_months"],
+        html_report=m["html_report"],
+        baseline_arm=m["baseline_arm"] if baseline_arm is None else baseline_arm,
+        bootstrap_gate_override=m["bootstrap_gate_override"],
+        policy_file=scoring.get("policy_file"),
+        calendar=scoring.get("calendar"),
+        max_source_age_days=scoring.get("max_source_age_days"),
+        seed=seed,
+        num_threads=num_threads,
+    )
+
+
+def demo_period(world_start: str, months: int, bootstrap_months: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The cycle period for a simulated world: after the bootstrap months (plus the world's
+    first month, when few users exist yet), to the last full month.
+
+    >>> [f"{d:%Y-%m-%d}" for d in demo_period("2024-01-01", 24, 6)]
+    ['2024-09-30', '2025-12-31']
+    """
+    s = pd.Timestamp(world_start)
+    first = s + pd.offsets.MonthEnd(bootstrap_months + 3)
+    last = s + pd.offsets.MonthEnd(months)
+    if first > last:
+        raise ValueError(
+            f"a {months}-month world is too short for {bootstrap_months} bootstrap months and a cycle; "
+            f"simulate at least {bootstrap_months + 4} months"
+        )
+    return first, last

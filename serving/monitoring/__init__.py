@@ -1,0 +1,1 @@
+"""Watching the models: feature and score drift, matured performance, misjudgements, retrain triggers."""
