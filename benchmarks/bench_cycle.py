@@ -42,8 +42,16 @@ def run_once(
     load_start = os.getloadavg()[0]
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
-    simulate_world(users=users, months=months, seed=seed, scenarios=["all"], start="2024-01-01",
-                   chunk_users=cfg.simulation.chunk_users, out_dir=folder, progress=False)
+    simulate_world(
+        users=users,
+        months=months,
+        seed=seed,
+        scenarios=["all"],
+        start="2024-01-01",
+        chunk_users=cfg.simulation.chunk_users,
+        out_dir=folder,
+        progress=False,
+    )
     simulate_s = time.perf_counter() - t0
     start, end = demo_period("2024-01-01", months, cfg.monitor.bootstrap_months)
     if cycle_months:
@@ -51,21 +59,39 @@ def run_once(
     settings = cycle_settings(
         # as `make demo` does: a simulated world's first fraud model may fail its gates, and the
         # loop stops on that unless an approved, recorded exception is given
-        monitor={**cfg.monitor.model_dump(), "bootstrap_gate_override":
-                 "benchmark: the demo cycle on a simulated world, as make demo"},
-        model=cfg.model.model_dump(), gates=cfg.gates.model_dump(),
-        scoring={**cfg.scoring.model_dump(), "calendar": str(folder / "truth" / "scenario_calendar.json")},
-        seed=cfg.training.seed, num_threads=cfg.training.num_threads,
+        monitor={
+            **cfg.monitor.model_dump(),
+            "bootstrap_gate_override": "benchmark: the demo cycle on a simulated world, as make demo",
+        },
+        model=cfg.model.model_dump(),
+        gates=cfg.gates.model_dump(),
+        scoring={
+            **cfg.scoring.model_dump(),
+            "calendar": str(folder / "truth" / "scenario_calendar.json"),
+        },
+        seed=cfg.training.seed,
+        num_threads=cfg.training.num_threads,
     )
     t0 = time.perf_counter()
     result = run_cycle(
-        start=start, end=end, raw_dir=folder / "raw", features_dir=folder / "features",
-        decisions_dir=folder / "decisions", explanations_dir=folder / "explanations",
-        reports_dir=folder / "reports", quarantine_dir=folder / "quarantine",
-        tracking_uri=tracking_uri(folder / "mlruns"), settings=settings,
+        start=start,
+        end=end,
+        raw_dir=folder / "raw",
+        features_dir=folder / "features",
+        decisions_dir=folder / "decisions",
+        explanations_dir=folder / "explanations",
+        reports_dir=folder / "reports",
+        quarantine_dir=folder / "quarantine",
+        tracking_uri=tracking_uri(folder / "mlruns"),
+        settings=settings,
     )
     cycle_s = time.perf_counter() - t0
-    out = {"simulate": simulate_s, **result.timings, "cycle": cycle_s, "total": simulate_s + cycle_s}
+    out = {
+        "simulate": simulate_s,
+        **result.timings,
+        "cycle": cycle_s,
+        "total": simulate_s + cycle_s,
+    }
     out["_cpu"] = _cpu_seconds() - cpu0
     out["_load"] = (load_start, os.getloadavg()[0])
     out["_downgrades"] = sum(m["loop"]["downgrades"] for m in result.summary["per_month"])
@@ -82,15 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--months", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cycle-months", type=int, default=None, help="stop after N cycle months")
-    parser.add_argument("--out", default=None, help="keep the world and the loop's outputs here "
-                        "(an empty folder; default: a temporary folder, removed afterwards)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="keep the world and the loop's outputs here "
+        "(an empty folder; default: a temporary folder, removed afterwards)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     for users in [int(s) for s in args.sizes.split(",") if s]:
         if args.out:
-            t = run_once(users, args.months, args.seed, Path(args.out) / f"users={users}",
-                         args.cycle_months)
+            t = run_once(
+                users, args.months, args.seed, Path(args.out) / f"users={users}", args.cycle_months
+            )
         else:
             with tempfile.TemporaryDirectory(prefix="bench_cycle_") as tmp:
                 t = run_once(users, args.months, args.seed, Path(tmp), args.cycle_months)
@@ -98,20 +129,52 @@ def main(argv: list[str] | None = None) -> int:
         for stage, secs in t.items():
             if stage.startswith("_") or stage == "total":
                 continue
-            print(json.dumps({"name": f"cycle_stage_{stage}", "value": round(secs, 2), "unit": "s",
-                              "baseline": None, "baseline_value": None, "ratio": None, "size": size}))
-        print(json.dumps({"name": "cycle_total", "value": round(t["total"], 2), "unit": "s",
-                          "baseline": "goal: 15 minutes on 2 cores", "baseline_value": GOAL_SECONDS,
-                          "ratio": round(t["total"] / GOAL_SECONDS, 3), "size": size,
-                          "cpu_s": round(t["_cpu"], 1),
-                          "load_avg_1m_start_end": [round(x, 2) for x in t["_load"]],
-                          "downgrades_decided": t["_downgrades"]}))
-        print(json.dumps({"name": "wrongful_post_repayment_downgrades_per_10k", "value": t["_headline_with"],
-                          "unit": "per 10k good repayers", "baseline": "models frozen (no loop)",
-                          "baseline_value": t["_headline_without"],
-                          "ratio": (round(t["_headline_with"] / t["_headline_without"], 3)
-                                    if t["_headline_with"] is not None and t["_headline_without"] else None),
-                          "size": size}))
+            print(
+                json.dumps(
+                    {
+                        "name": f"cycle_stage_{stage}",
+                        "value": round(secs, 2),
+                        "unit": "s",
+                        "baseline": None,
+                        "baseline_value": None,
+                        "ratio": None,
+                        "size": size,
+                    }
+                )
+            )
+        print(
+            json.dumps(
+                {
+                    "name": "cycle_total",
+                    "value": round(t["total"], 2),
+                    "unit": "s",
+                    "baseline": "goal: 15 minutes on 2 cores",
+                    "baseline_value": GOAL_SECONDS,
+                    "ratio": round(t["total"] / GOAL_SECONDS, 3),
+                    "size": size,
+                    "cpu_s": round(t["_cpu"], 1),
+                    "load_avg_1m_start_end": [round(x, 2) for x in t["_load"]],
+                    "downgrades_decided": t["_downgrades"],
+                }
+            )
+        )
+        print(
+            json.dumps(
+                {
+                    "name": "wrongful_post_repayment_downgrades_per_10k",
+                    "value": t["_headline_with"],
+                    "unit": "per 10k good repayers",
+                    "baseline": "models frozen (no loop)",
+                    "baseline_value": t["_headline_without"],
+                    "ratio": (
+                        round(t["_headline_with"] / t["_headline_without"], 3)
+                        if t["_headline_with"] is not None and t["_headline_without"]
+                        else None
+                    ),
+                    "size": size,
+                }
+            )
+        )
     return 0
 
 

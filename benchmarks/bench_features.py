@@ -28,8 +28,19 @@ from features.builder import _connect, build_features
 from features.sql import render, view_statements
 
 AS_OF_MONTHS_BEFORE_END = 1
-SAME_FAMILY_STEPS = ("load", "sched", "loan_status", "line_at", "active", "f_repayment", "bureau_latest",
-                     "bureau_latest_3m", "f_bureau", "f_behaviour", "final")
+SAME_FAMILY_STEPS = (
+    "load",
+    "sched",
+    "loan_status",
+    "line_at",
+    "active",
+    "f_repayment",
+    "bureau_latest",
+    "bureau_latest_3m",
+    "f_bureau",
+    "f_behaviour",
+    "final",
+)
 
 # The core repayment aggregates written by hand in one query: schedule, DPD, window aggregates.
 HAND_QUERY = """
@@ -52,14 +63,18 @@ def _hand_query() -> str:
     aggs = []
     for w in repayment.DPD_WINDOWS:
         win = f"d.due >= {{T}} - INTERVAL {w} MONTH AND d.due < {{T}}"
-        aggs += [f"MAX(CASE WHEN {win} THEN x.dpd END) AS dpd_max_{w}m",
-                 f"AVG(CASE WHEN {win} THEN x.dpd END) AS dpd_mean_{w}m",
-                 f"SUM(CASE WHEN {win} AND x.dpd > 0 THEN 1 ELSE 0 END) AS late_cnt_{w}m"]
+        aggs += [
+            f"MAX(CASE WHEN {win} THEN x.dpd END) AS dpd_max_{w}m",
+            f"AVG(CASE WHEN {win} THEN x.dpd END) AS dpd_mean_{w}m",
+            f"SUM(CASE WHEN {win} AND x.dpd > 0 THEN 1 ELSE 0 END) AS late_cnt_{w}m",
+        ]
     for w in repayment.PAY_WINDOWS:
         win = f"d.due >= {{T}} - INTERVAL {w} MONTH AND d.due < {{T}}"
-        aggs += [f"SUM(CASE WHEN {win} THEN COALESCE(p.amount_paid_cny, 0) END) / "
-                 f"NULLIF(SUM(CASE WHEN {win} THEN l.installment_cny END), 0) AS paid_due_{w}m",
-                 f"SUM(CASE WHEN {win} THEN GREATEST(0, l.installment_cny - COALESCE(p.amount_paid_cny, 0)) ELSE 0 END) AS shortfall_{w}m"]
+        aggs += [
+            f"SUM(CASE WHEN {win} THEN COALESCE(p.amount_paid_cny, 0) END) / "
+            f"NULLIF(SUM(CASE WHEN {win} THEN l.installment_cny END), 0) AS paid_due_{w}m",
+            f"SUM(CASE WHEN {win} THEN GREATEST(0, l.installment_cny - COALESCE(p.amount_paid_cny, 0)) ELSE 0 END) AS shortfall_{w}m",
+        ]
     return HAND_QUERY.replace("{aggs}", ",\n".join("  " + a for a in aggs))
 
 
@@ -106,9 +121,16 @@ def _world(users: int, months: int, seed: int):
 
 def _emit(name, value, unit, size, baseline=None, baseline_value=None, **extra):
     ratio = (baseline_value / value) if baseline_value and value else None
-    rec = {"name": name, "value": round(float(value), 4), "unit": unit, "baseline": baseline,
-           "baseline_value": None if baseline_value is None else round(float(baseline_value), 4),
-           "ratio": None if ratio is None else round(ratio, 3), "size": size, **extra}
+    rec = {
+        "name": name,
+        "value": round(float(value), 4),
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_value": None if baseline_value is None else round(float(baseline_value), 4),
+        "ratio": None if ratio is None else round(ratio, 3),
+        "size": size,
+        **extra,
+    }
     print(json.dumps(rec), flush=True)
     return rec
 
@@ -157,34 +179,99 @@ def run_size(users: int, months: int, seed: int, threads: int, baselines: bool) 
         t0, c0 = time.perf_counter(), time.process_time()
         feats = build_features(tables, as_of, threads=threads, timings=timings)
         build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
-    out.append(_emit("features.build_s", build_s, "s", users, rows=len(feats), cpu_s=round(build_cpu, 2),
-                     features=len(feats.columns) - 2, **tag))
+    out.append(
+        _emit(
+            "features.build_s",
+            build_s,
+            "s",
+            users,
+            rows=len(feats),
+            cpu_s=round(build_cpu, 2),
+            features=len(feats.columns) - 2,
+            **tag,
+        )
+    )
     out.append(_emit("features.build_peak_mem_mb", mem.delta_mb, "MB", users, **tag))
     out.append(_emit("features.raw_rows_per_s", raw_rows / build_s, "rows/s", users, **tag))
-    out.append(_emit("features.build_step_s", build_s, "s", users,
-                     steps={k: round(v, 3) for k, v in timings.items()}, **tag))
+    out.append(
+        _emit(
+            "features.build_step_s",
+            build_s,
+            "s",
+            users,
+            steps={k: round(v, 3) for k, v in timings.items()},
+            **tag,
+        )
+    )
     if not baselines:
         return out
     with PeakRSS() as pmem:
         t0, c0 = time.perf_counter(), time.process_time()
         pf = pandas_features_safe(tables, as_of)
         pandas_s, pandas_cpu = time.perf_counter() - t0, time.process_time() - c0
-    out.append(_emit("features.build_vs_pandas_s", build_s, "s", users, baseline="pandas (main families only)",
-                     baseline_value=pandas_s, pandas_peak_mem_mb=round(pmem.delta_mb, 1),
-                     pandas_columns=len(pf.columns) - 1, max_abs_diff=_max_diff(feats, pf), **tag))
+    out.append(
+        _emit(
+            "features.build_vs_pandas_s",
+            build_s,
+            "s",
+            users,
+            baseline="pandas (main families only)",
+            baseline_value=pandas_s,
+            pandas_peak_mem_mb=round(pmem.delta_mb, 1),
+            pandas_columns=len(pf.columns) - 1,
+            max_abs_diff=_max_diff(feats, pf),
+            **tag,
+        )
+    )
     # The same families only: hand-over + the builder steps that compute what pandas computes.
     same = sum(timings.get(k, 0.0) for k in SAME_FAMILY_STEPS)
-    out.append(_emit("features.same_families_vs_pandas_s", same, "s", users, baseline="pandas (main families only)",
-                     baseline_value=pandas_s, **tag))
-    out.append(_emit("features.build_cpu_vs_pandas_cpu_s", build_cpu, "cpu-s", users,
-                     baseline="pandas (main families only), CPU seconds", baseline_value=pandas_cpu, **tag))
+    out.append(
+        _emit(
+            "features.same_families_vs_pandas_s",
+            same,
+            "s",
+            users,
+            baseline="pandas (main families only)",
+            baseline_value=pandas_s,
+            **tag,
+        )
+    )
+    out.append(
+        _emit(
+            "features.build_cpu_vs_pandas_cpu_s",
+            build_cpu,
+            "cpu-s",
+            users,
+            baseline="pandas (main families only), CPU seconds",
+            baseline_value=pandas_cpu,
+            **tag,
+        )
+    )
     ours, core, hand, diff = _time_repayment(tables, as_of, threads)
-    out.append(_emit("features.repayment_core_only_vs_hand_query_s", core, "s", users,
-                     baseline="one hand-written DuckDB query", baseline_value=hand, **tag))
+    out.append(
+        _emit(
+            "features.repayment_core_only_vs_hand_query_s",
+            core,
+            "s",
+            users,
+            baseline="one hand-written DuckDB query",
+            baseline_value=hand,
+            **tag,
+        )
+    )
     # ratio here = hand / ours: >= 0.8 means the builder is within 1.25x of the hand query
-    out.append(_emit("features.repayment_core_vs_hand_query_s", ours, "s", users,
-                     baseline="one hand-written DuckDB query", baseline_value=hand,
-                     rows_differing=diff, **tag))
+    out.append(
+        _emit(
+            "features.repayment_core_vs_hand_query_s",
+            ours,
+            "s",
+            users,
+            baseline="one hand-written DuckDB query",
+            baseline_value=hand,
+            rows_differing=diff,
+            **tag,
+        )
+    )
     return out
 
 
@@ -206,11 +293,17 @@ def _max_diff(ours: pd.DataFrame, theirs: pd.DataFrame) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10000,100000", help="comma-separated user counts (e.g. 10000,100000,1000000)")
+    p.add_argument(
+        "--sizes",
+        default="10000,100000",
+        help="comma-separated user counts (e.g. 10000,100000,1000000)",
+    )
     p.add_argument("--months", type=int, default=24)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    p.add_argument("--baselines-max", type=int, default=100_000, help="largest size to run the baselines at")
+    p.add_argument(
+        "--baselines-max", type=int, default=100_000, help="largest size to run the baselines at"
+    )
     a = p.parse_args(argv)
     for n in [int(s) for s in a.sizes.split(",") if s]:
         run_size(n, a.months, a.seed, a.threads, baselines=n <= a.baselines_max)

@@ -37,7 +37,7 @@ def _events_sql() -> str:
 CREATE OR REPLACE TEMP TABLE f_behaviour AS
 WITH ev AS (
     SELECT e.user_id,
-           {(',' + chr(10) + '           ').join(exprs)}
+           {("," + chr(10) + "           ").join(exprs)}
     FROM v_events e WHERE e.event_time >= {{T}} - INTERVAL '{max(DAY_WINDOWS)}' DAY GROUP BY e.user_id
 ),
 user_device AS (SELECT DISTINCT user_id, device_token FROM v_events),

@@ -69,13 +69,17 @@ def connect_raw(
 def _connect(tables: Mapping[str, pd.DataFrame], threads: int | None) -> duckdb.DuckDBPyConnection:
     missing = [t for t in TABLES if t not in tables]
     if missing:
-        raise ValueError(f"build_features: missing raw table(s) {', '.join(missing)}; need all of {', '.join(TABLES)}")
+        raise ValueError(
+            f"build_features: missing raw table(s) {', '.join(missing)}; need all of {', '.join(TABLES)}"
+        )
     con = duckdb.connect(config={"threads": threads} if threads else {})
     for t in TABLES:
         df = tables[t]
         lacking = [c for c in RAW_COLUMNS[t] if c not in df.columns]
         if lacking:
-            raise ValueError(f"{t}: missing column(s) {', '.join(lacking)}; load it with features.contracts.load_raw")
+            raise ValueError(
+                f"{t}: missing column(s) {', '.join(lacking)}; load it with features.contracts.load_raw"
+            )
         # Handed over as Arrow: DuckDB scans Arrow strings without touching Python objects
         # (scanning pandas object columns converts every string, in every query).
         con.register(f"raw_{t}", pa.Table.from_pandas(df[RAW_COLUMNS[t]], preserve_index=False))
@@ -84,7 +88,10 @@ def _connect(tables: Mapping[str, pd.DataFrame], threads: int | None) -> duckdb.
     # (term, seq) pairs: the schedule is an equi-join on term_months (no range join)
     terms = [(t, k) for t in range(1, repayment.MAX_TERM + 1) for k in range(1, t + 1)]
     con.register("term_seqs", pd.DataFrame(terms, columns=["term_months", "seq"], dtype=np.int64))
-    con.register("lookbacks", pd.DataFrame({"lookback": np.array([0, *repayment.UTIL_LOOKBACK], dtype=np.int64)}))
+    con.register(
+        "lookbacks",
+        pd.DataFrame({"lookback": np.array([0, *repayment.UTIL_LOOKBACK], dtype=np.int64)}),
+    )
     return con
 
 
@@ -164,22 +171,32 @@ def _final_sql(as_of: pd.Timestamp) -> str:
             cols.append(f"CAST({expr} AS DOUBLE) AS {c}")
     cols += [f"f_labels.{c}" for c in LABEL_COLUMNS]
     joins = "\n".join(
-        f"LEFT JOIN {fam.STEPS[-1][0]} ON {fam.STEPS[-1][0]}.user_id = a.user_id" for fam in FAMILIES
+        f"LEFT JOIN {fam.STEPS[-1][0]} ON {fam.STEPS[-1][0]}.user_id = a.user_id"
+        for fam in FAMILIES
     )
-    return f"SELECT a.user_id, {ts_literal(as_of)} AS as_of,\n  " + ",\n  ".join(cols) + f"\nFROM active a\n{joins}\nORDER BY a.user_id"
+    return (
+        f"SELECT a.user_id, {ts_literal(as_of)} AS as_of,\n  "
+        + ",\n  ".join(cols)
+        + f"\nFROM active a\n{joins}\nORDER BY a.user_id"
+    )
 
 
 def _money_columns(tables: Mapping[str, pd.DataFrame]) -> dict[str, list[str]]:
     """Per raw table, its amount columns (`*_cny`, numeric): the views sum them as decimals."""
     return {
-        t: [c for c in RAW_COLUMNS[t] if c.endswith("_cny") and pd.api.types.is_numeric_dtype(df[c])]
+        t: [
+            c for c in RAW_COLUMNS[t] if c.endswith("_cny") and pd.api.types.is_numeric_dtype(df[c])
+        ]
         for t, df in tables.items()
         if t in RAW_COLUMNS
     }
 
 
 def _finish(df: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    out = {"user_id": df["user_id"].astype(object).to_numpy(), "as_of": np.full(len(df), as_of.to_datetime64()).astype("datetime64[ns]")}
+    out = {
+        "user_id": df["user_id"].astype(object).to_numpy(),
+        "as_of": np.full(len(df), as_of.to_datetime64()).astype("datetime64[ns]"),
+    }
     for c in FEATURE_COLUMNS:
         # Rounded to 9 decimals: sums of doubles in a parallel engine may differ in the last bit
         # with row order; rounding keeps equal inputs at equal bytes.
@@ -225,5 +242,3 @@ def build_feature_table(
     }
     write_json(manifest, target / "manifest.json")
     return path
-
-

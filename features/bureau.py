@@ -32,6 +32,7 @@ SELECT user_id, SUM(balance_cny) AS balance_3m_cny FROM (
 ) t WHERE rn = 1 GROUP BY user_id
 """
 
+
 def _names(alias: str, exprs: list[str]) -> str:
     # the alias after the last " AS " of each expression, qualified (plain SQL, no SELECT * EXCLUDE)
     return ", ".join(f"{alias}.{e.rsplit(' AS ', 1)[1]}" for e in exprs)
@@ -73,7 +74,10 @@ def _bureau_sql() -> str:
         "CAST(days_between(MAX(CASE WHEN b.dpd_bucket > 0 THEN b.event_time END), {T}) AS DOUBLE) / 30.4375"
         " AS bureau_months_since_delinquency"
     )
-    inq = [f"SUM(CASE WHEN q.event_time >= {{T}} - INTERVAL '{d}' DAY THEN 1 ELSE 0 END) AS bureau_inquiries_cnt_{d}d" for d in INQUIRY_DAY_WINDOWS]
+    inq = [
+        f"SUM(CASE WHEN q.event_time >= {{T}} - INTERVAL '{d}' DAY THEN 1 ELSE 0 END) AS bureau_inquiries_cnt_{d}d"
+        for d in INQUIRY_DAY_WINDOWS
+    ]
     inq += [
         f"SUM(CASE WHEN q.event_time >= add_months({{T}}, -{w}) THEN 1 ELSE 0 END) AS bureau_inquiries_cnt_{w}m"
         for w in INQUIRY_MONTH_WINDOWS
@@ -82,23 +86,23 @@ def _bureau_sql() -> str:
 CREATE OR REPLACE TEMP TABLE f_bureau AS
 WITH latest AS (
     SELECT a.user_id,
-           {(',' + chr(10) + '           ').join(latest)}
+           {("," + chr(10) + "           ").join(latest)}
     FROM bureau_latest a GROUP BY a.user_id
 ),
 hist AS (
     SELECT b.user_id,
-           {(',' + chr(10) + '           ').join(rows)}
+           {("," + chr(10) + "           ").join(rows)}
     FROM v_bureau b GROUP BY b.user_id
 ),
 inq AS (
     SELECT q.user_id,
-           {(',' + chr(10) + '           ').join(inq)}
+           {("," + chr(10) + "           ").join(inq)}
     FROM v_inquiries q GROUP BY q.user_id
 )
 SELECT u.user_id,
-       {_names('latest', latest)},
-       {_names('hist', rows)},
-       {_names('inq', inq)},
+       {_names("latest", latest)},
+       {_names("hist", rows)},
+       {_names("inq", inq)},
        latest.bureau_balance_cny - COALESCE(b3.balance_3m_cny, 0.0) AS bureau_balance_change_cny_3m
 FROM v_users u
 LEFT JOIN latest ON latest.user_id = u.user_id

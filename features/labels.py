@@ -32,7 +32,10 @@ def matured(as_of: pd.Timestamp, extracted_at: pd.Timestamp) -> tuple[bool, bool
     (False, True)
     """
     t = pd.Timestamp(as_of)
-    default = t.normalize() + pd.DateOffset(months=DEFAULT_MONTHS) + pd.Timedelta(days=MARGIN_DAYS) <= extracted_at
+    default = (
+        t.normalize() + pd.DateOffset(months=DEFAULT_MONTHS) + pd.Timedelta(days=MARGIN_DAYS)
+        <= extracted_at
+    )
     last_due = (t + pd.Timedelta(days=FRAUD_DAYS)).normalize() + pd.DateOffset(months=1)
     fraud = last_due + pd.Timedelta(days=FRAUD_DPD + MARGIN_DAYS) <= extracted_at
     return bool(default), bool(fraud)

@@ -81,8 +81,14 @@ def _repayment_select() -> tuple[str, dict[str, float | None]]:
             f"AVG(CASE WHEN {_win(w)} THEN CAST(s.dpd AS DOUBLE) END) AS inst_dpd_mean_{w}m",
             f"SUM(CASE WHEN {_win(w)} AND s.dpd > 0 THEN 1 ELSE 0 END) AS inst_late_cnt_{w}m",
         ]
-        cols |= {f"inst_dpd_max_{w}m": None, f"inst_dpd_mean_{w}m": None, f"inst_late_cnt_{w}m": 0.0}
-    exprs.append(f"SUM(CASE WHEN {_win(12)} AND s.dpd >= 30 THEN 1 ELSE 0 END) AS inst_late30_cnt_12m")
+        cols |= {
+            f"inst_dpd_max_{w}m": None,
+            f"inst_dpd_mean_{w}m": None,
+            f"inst_late_cnt_{w}m": 0.0,
+        }
+    exprs.append(
+        f"SUM(CASE WHEN {_win(12)} AND s.dpd >= 30 THEN 1 ELSE 0 END) AS inst_late30_cnt_12m"
+    )
     cols["inst_late30_cnt_12m"] = 0.0
     for w in PAY_WINDOWS:
         exprs += [
@@ -107,7 +113,9 @@ def _repayment_select() -> tuple[str, dict[str, float | None]]:
             f"SUM(CASE WHEN s.draw_time < {cut} THEN GREATEST(0.0, s.amount_due - "
             f"CASE WHEN s.paid_time < {cut} THEN s.amount_paid ELSE 0.0 END) END) AS balance_{c}m_cny"
         )
-    return "SELECT s.user_id,\n       " + ",\n       ".join(exprs) + "\nFROM sched s GROUP BY s.user_id", cols
+    return "SELECT s.user_id,\n       " + ",\n       ".join(
+        exprs
+    ) + "\nFROM sched s GROUP BY s.user_id", cols
 
 
 _INST_SELECT, _INST_COLS = _repayment_select()

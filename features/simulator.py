@@ -919,8 +919,10 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     np.add.at(tot_lim, (ru[open_row], rm[open_row]), limit[rpos][open_row])
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(tot_lim > 0, tot_bal / tot_lim, np.nan)
-    rose = (tot_lim[:, 1:] > 0) & (tot_lim[:, :-1] > 0) & (
-        (tot_bal[:, 1:] > tot_bal[:, :-1] + 0.5) | (ratio[:, 1:] > ratio[:, :-1] + 1e-9)
+    rose = (
+        (tot_lim[:, 1:] > 0)
+        & (tot_lim[:, :-1] > 0)
+        & ((tot_bal[:, 1:] > tot_bal[:, :-1] + 0.5) | (ratio[:, 1:] > ratio[:, :-1] + 1e-9))
     )
     debt_up = np.zeros((n, M), dtype=bool)
     debt_up[:, 2:] = rose[:, :-1]  # report month m rose vs m-1; available in month m+1

@@ -49,7 +49,9 @@ def ts_literal(ts: pd.Timestamp) -> str:
     return f"TIMESTAMP '{pd.Timestamp(ts).strftime('%Y-%m-%d %H:%M:%S')}'"
 
 
-_CONST_MONTHS = re.compile(r"add_months\((TIMESTAMP '[^']+')(?:\s*\+\s*INTERVAL '(\d+)' DAY)?, (-?\d+)\)")
+_CONST_MONTHS = re.compile(
+    r"add_months\((TIMESTAMP '[^']+')(?:\s*\+\s*INTERVAL '(\d+)' DAY)?, (-?\d+)\)"
+)
 
 
 def render(sql: str, as_of: pd.Timestamp, **extra: str) -> str:
@@ -89,6 +91,8 @@ def view_statements(as_of: pd.Timestamp, money: dict[str, list[str]] | None = No
             if cols
             else "*"
         )
-        out.append(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {sel} FROM raw_{table} WHERE {render(VISIBLE, as_of)}")
+        out.append(
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {sel} FROM raw_{table} WHERE {render(VISIBLE, as_of)}"
+        )
         out.append(f"CREATE OR REPLACE TEMP VIEW all_{view[2:]} AS SELECT {sel} FROM raw_{table}")
     return out

@@ -234,7 +234,9 @@ def concat_parquet(parts: list[str | Path], path: str | Path) -> Path:
         for p in parts:
             table = pq.read_table(p).replace_schema_metadata(None)
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd", write_statistics=True)
+                writer = pq.ParquetWriter(
+                    tmp, table.schema, compression="zstd", write_statistics=True
+                )
             writer.write_table(table)
         writer.close()
         os.replace(tmp, path)

@@ -43,36 +43,61 @@ class MonitorConfig(_Frozen):
     """Drift and misjudgement monitoring, its retraining triggers, and the monthly cycle."""
 
     drift_method: str = Field("wasserstein", description="evidently ValueDrift method per feature")
-    drift_threshold: float = Field(0.1, gt=0, description="drift score at/above which a feature drifted")
-    min_feature_psi: float = Field(0.1, ge=0, description="a drifted feature also needs at least this PSI")
-    drift_sample_rows: int = Field(20_000, gt=0, description="rows per side for the evidently tests")
+    drift_threshold: float = Field(
+        0.1, gt=0, description="drift score at/above which a feature drifted"
+    )
+    min_feature_psi: float = Field(
+        0.1, ge=0, description="a drifted feature also needs at least this PSI"
+    )
+    drift_sample_rows: int = Field(
+        20_000, gt=0, description="rows per side for the evidently tests"
+    )
     psi_bins: int = Field(10, ge=2)
     important_features_top_k: int = Field(15, ge=1, description="features by gain tested for drift")
     label_horizon_months: int = Field(12, ge=1, description="months until a default label matures")
     label_margin_days: int = Field(14, ge=0, description="extra days for late-syncing payments")
-    min_matured_rows: int = Field(500, ge=1, description="fewer matured rows: no performance trigger")
+    min_matured_rows: int = Field(
+        500, ge=1, description="fewer matured rows: no performance trigger"
+    )
     segments: tuple[str, ...] = Field(
         ("pd_band", "ctx_repaid_in_full_30d", "ctx_income_band"),
         description="columns to break misjudgements down by (pd_band is derived)",
     )
     fraud_flag_threshold: float = Field(0.5, gt=0, lt=1)
-    html_report: str = Field("alarm", pattern="^(always|alarm|never)$", description="evidently HTML in the cycle")
+    html_report: str = Field(
+        "alarm", pattern="^(always|alarm|never)$", description="evidently HTML in the cycle"
+    )
     # Triggers (ANCHORS, Monitoring): PSI > 0.25 act; a Gini drop >= 5 points on matured vintages.
-    max_drifted_share: float = Field(0.5, ge=0, le=1, description="share of important features drifted")
+    max_drifted_share: float = Field(
+        0.5, ge=0, le=1, description="share of important features drifted"
+    )
     max_score_psi: float = Field(0.25, gt=0)
-    max_gini_drop: float = Field(0.05, gt=0, description="champion baseline Gini minus matured Gini")
+    max_gini_drop: float = Field(
+        0.05, gt=0, description="champion baseline Gini minus matured Gini"
+    )
     max_calibration_gap: float = Field(
         0.01, gt=0, description="|observed - predicted| default rate (and > 2 sampling s.e.)"
     )
     max_wrongful_excess: float = Field(
-        0.1, gt=0, le=1, description="share of matured downgrades that stayed good, above what their PDs implied"
+        0.1,
+        gt=0,
+        le=1,
+        description="share of matured downgrades that stayed good, above what their PDs implied",
     )
     # Retraining.
-    retrain_window_months: int = Field(6, ge=1, description="matured as-of months a challenger trains on")
-    retrain_cooldown_months: int = Field(3, ge=0, description="months after a retrain with no new one")
+    retrain_window_months: int = Field(
+        6, ge=1, description="matured as-of months a challenger trains on"
+    )
+    retrain_cooldown_months: int = Field(
+        3, ge=0, description="months after a retrain with no new one"
+    )
     auto_promote: bool = Field(True, description="promote a challenger that passes the gates")
-    bootstrap_months: int = Field(6, ge=2, description="months before the cycle the first models learn from")
-    baseline_arm: bool = Field(True, description="also score with the models frozen (the no-loop comparison)")
+    bootstrap_months: int = Field(
+        6, ge=2, description="months before the cycle the first models learn from"
+    )
+    baseline_arm: bool = Field(
+        True, description="also score with the models frozen (the no-loop comparison)"
+    )
     bootstrap_gate_override: str | None = Field(
         None,
         min_length=1,
@@ -86,12 +111,19 @@ class MonitorConfig(_Frozen):
 
 class ScoringConfig(_Frozen):
     chunk_rows: int = Field(50_000, gt=0, description="users scored per chunk (bounds memory)")
-    policy_file: str | None = Field(None, description="line policy TOML (default: serving/scoring/line_policy.toml)")
-    calendar: str | None = Field(None, description="scenario calendar JSON whose regulation/risk_appetite entries apply")
+    policy_file: str | None = Field(
+        None, description="line policy TOML (default: serving/scoring/line_policy.toml)"
+    )
+    calendar: str | None = Field(
+        None, description="scenario calendar JSON whose regulation/risk_appetite entries apply"
+    )
     max_source_age_days: dict[str, float] | None = Field(
-        None, description="per-source staleness limits, e.g. {bureau = 45}; overrides the policy file's"
+        None,
+        description="per-source staleness limits, e.g. {bureau = 45}; overrides the policy file's",
     )
     num_threads: int = Field(0, ge=0, description="LightGBM predict threads (0 = all cores)")
+
+
 class ModelConfig(_Frozen):
     """LightGBM settings shared by the credit and fraud models (training/fit.py)."""
 
@@ -143,7 +175,8 @@ class GatesConfig(_Frozen):
 class ExplainConfig(_Frozen):
     num_threads: int = Field(2, ge=1, description="threads for attribution and hybrid scoring")
     old_policy_file: str | None = Field(
-        None, description="policy TOML of the previous decision when it differs from the current file"
+        None,
+        description="policy TOML of the previous decision when it differs from the current file",
     )
 
 

@@ -21,7 +21,6 @@ import pandas as pd
 PSI_FLOOR = 1e-4
 
 
-
 def _arrays(y, p) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y, dtype=float)
     p = np.asarray(p, dtype=float)
@@ -219,7 +218,6 @@ def psi(reference, current, bins: int = 10) -> float:
     p_ref = np.maximum(bin_shares(ref, edges), PSI_FLOOR)
     p_cur = np.maximum(bin_shares(cur, edges), PSI_FLOOR)
     return float(np.sum((p_cur - p_ref) * np.log(p_cur / p_ref)))
-
 
 
 def roc_curve(y, p) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,10 @@ RETRAIN_EXPERIMENT = "creditline-retraining"
 
 
 def matured_as_ofs(
-    as_ofs: list[pd.Timestamp], decision_date: pd.Timestamp, horizon_months: int, margin_days: int = 14
+    as_ofs: list[pd.Timestamp],
+    decision_date: pd.Timestamp,
+    horizon_months: int,
+    margin_days: int = 14,
 ) -> list[pd.Timestamp]:
     """As-of dates whose default window (plus the sync margin) has closed by `decision_date`.
 
@@ -38,8 +41,10 @@ def matured_as_ofs(
     """
     cutoff = pd.Timestamp(decision_date)
     return sorted(
-        t for t in as_ofs
-        if pd.Timestamp(t) + pd.DateOffset(months=horizon_months) + pd.Timedelta(days=margin_days) <= cutoff
+        t
+        for t in as_ofs
+        if pd.Timestamp(t) + pd.DateOffset(months=horizon_months) + pd.Timedelta(days=margin_days)
+        <= cutoff
     )
 
 
@@ -50,7 +55,7 @@ def choose_window(
     if len(matured) < 2:
         return None
     oot = matured[-1]
-    return matured[-1 - window_months:-1], oot
+    return matured[-1 - window_months : -1], oot
 
 
 def swap_set(
@@ -83,9 +88,12 @@ def swap_set(
     a, b = approved(pd_champion), approved(pd_challenger)
     groups = {"kept": a & b, "swap_in": ~a & b, "swap_out": a & ~b, "declined": ~a & ~b}
     rows = [
-        {"group": g, "n": int(m.sum()),
-         "default_rate": float(y[m].mean()) if m.any() else float("nan"),
-         "defaults": int(y[m].sum())}
+        {
+            "group": g,
+            "n": int(m.sum()),
+            "default_rate": float(y[m].mean()) if m.any() else float("nan"),
+            "defaults": int(y[m].sum()),
+        }
         for g, m in groups.items()
     ]
     return pd.DataFrame(rows)
@@ -104,8 +112,11 @@ def backtest(
     if len(rows) == 0:
         raise ValueError(f"out-of-time table has no matured {label} rows to backtest on")
     y = rows[label].to_numpy(dtype="float64")
-    out: dict[str, Any] = {"rows": int(len(rows)), "default_rate": float(y.mean()),
-                           "approval_rate": approval_rate}
+    out: dict[str, Any] = {
+        "rows": int(len(rows)),
+        "default_rate": float(y.mean()),
+        "approval_rate": approval_rate,
+    }
     preds = {}
     for role, model in (("champion", champion), ("challenger", challenger)):
         p = np.clip(model.predict_proba(rows[list(model.features)]), 1e-9, 1 - 1e-9)
@@ -125,9 +136,11 @@ def backtest(
     swaps = swap_set(y, preds["champion"], preds["challenger"], approval_rate)
     out["swap_set"] = swaps.to_dict("records")
     s = swaps.set_index("group")
-    out["swap_in_minus_out_default_rate"] = float(
-        s.loc["swap_in", "default_rate"] - s.loc["swap_out", "default_rate"]
-    ) if s.loc["swap_in", "n"] and s.loc["swap_out", "n"] else None
+    out["swap_in_minus_out_default_rate"] = (
+        float(s.loc["swap_in", "default_rate"] - s.loc["swap_out", "default_rate"])
+        if s.loc["swap_in", "n"] and s.loc["swap_out", "n"]
+        else None
+    )
     return out
 
 
@@ -147,10 +160,16 @@ class RetrainOutcome:
 
     def to_dict(self) -> dict:
         return {
-            "as_of": self.as_of.strftime("%Y-%m-%d"), "status": self.status, "reasons": self.reasons,
-            "challenger_version": self.challenger_version, "champion_before": self.champion_before,
-            "champion_after": self.champion_after, "train_as_of": self.train_as_of,
-            "oot_as_of": self.oot_as_of, "backtest": self.backtest, "gates": self.gates,
+            "as_of": self.as_of.strftime("%Y-%m-%d"),
+            "status": self.status,
+            "reasons": self.reasons,
+            "challenger_version": self.challenger_version,
+            "champion_before": self.champion_before,
+            "champion_after": self.champion_after,
+            "train_as_of": self.train_as_of,
+            "oot_as_of": self.oot_as_of,
+            "backtest": self.backtest,
+            "gates": self.gates,
             "mlflow_run_id": self.mlflow_run_id,
         }
 
@@ -199,19 +218,31 @@ def retrain(
     champ_before = current_version(client, CREDIT_MODEL, CHAMPION)
     if window is None:
         outcome = RetrainOutcome(
-            as_of, "skipped",
-            reasons + [f"not enough matured as-of dates by {as_of:%Y-%m-%d} ({len(matured)}; need 2)"],
-            champion_before=champ_before, champion_after=champ_before,
+            as_of,
+            "skipped",
+            reasons
+            + [f"not enough matured as-of dates by {as_of:%Y-%m-%d} ({len(matured)}; need 2)"],
+            champion_before=champ_before,
+            champion_after=champ_before,
         )
         _log_outcome(outcome, tracking_uri, decision_log_dir)
         return outcome
     train_dates, oot_date = window
     train_s = [f"{d:%Y-%m-%d}" for d in train_dates]
     oot_s = f"{oot_date:%Y-%m-%d}"
-    log.info("retraining %s on %s, out-of-time %s: %s", CREDIT_MODEL, train_s, oot_s, "; ".join(reasons))
+    log.info(
+        "retraining %s on %s, out-of-time %s: %s", CREDIT_MODEL, train_s, oot_s, "; ".join(reasons)
+    )
     result = train_on_feature_tables(
-        "credit", features_dir, train_s, oot_s, tracking_uri=tracking_uri,
-        settings=model_settings, gates=gate_settings, seed=seed, num_threads=num_threads,
+        "credit",
+        features_dir,
+        train_s,
+        oot_s,
+        tracking_uri=tracking_uri,
+        settings=model_settings,
+        gates=gate_settings,
+        seed=seed,
+        num_threads=num_threads,
     )
     challenger = load_model(CREDIT_MODEL, result.version, tracking_uri)
     bt = None
@@ -222,21 +253,41 @@ def retrain(
         bt = backtest(oot, champion, challenger, rate)
     status, gates, champ_after = "trained", [], champ_before
     if auto_promote:
-        gate_keys = ("auc_margin", "min_auc", "calibration_tolerance", "psi_alert", "monotone_sample_rows")
-        pr = promote(CREDIT_MODEL, result.version, tracking_uri=tracking_uri,
-                     **{k: gate_settings[k] for k in gate_keys})
+        gate_keys = (
+            "auc_margin",
+            "min_auc",
+            "calibration_tolerance",
+            "psi_alert",
+            "monotone_sample_rows",
+        )
+        pr = promote(
+            CREDIT_MODEL,
+            result.version,
+            tracking_uri=tracking_uri,
+            **{k: gate_settings[k] for k in gate_keys},
+        )
         gates = [g.line() for g in pr.gates]
         status = "promoted" if pr.passed else "refused"
         champ_after = current_version(client, CREDIT_MODEL, CHAMPION)
     outcome = RetrainOutcome(
-        as_of, status, reasons, challenger_version=int(result.version), champion_before=champ_before,
-        champion_after=champ_after, train_as_of=train_s, oot_as_of=oot_s, backtest=bt, gates=gates,
+        as_of,
+        status,
+        reasons,
+        challenger_version=int(result.version),
+        champion_before=champ_before,
+        champion_after=champ_after,
+        train_as_of=train_s,
+        oot_as_of=oot_s,
+        backtest=bt,
+        gates=gates,
     )
     run_id = _log_outcome(outcome, tracking_uri, decision_log_dir)
     return RetrainOutcome(**{**outcome.__dict__, "mlflow_run_id": run_id})
 
 
-def _log_outcome(outcome: RetrainOutcome, tracking_uri: str, decision_log_dir: str | Path | None) -> str:
+def _log_outcome(
+    outcome: RetrainOutcome, tracking_uri: str, decision_log_dir: str | Path | None
+) -> str:
     """One MLflow run per retraining decision (metrics, backtest JSON); a model-ops log row."""
     import mlflow
 
@@ -246,14 +297,19 @@ def _log_outcome(outcome: RetrainOutcome, tracking_uri: str, decision_log_dir: s
     exp = client.get_experiment_by_name(RETRAIN_EXPERIMENT)
     exp_id = exp.experiment_id if exp else client.create_experiment(RETRAIN_EXPERIMENT)
     d = jsonable(outcome.to_dict())
-    run = client.create_run(exp_id, run_name=f"retrain as_of={d['as_of']}", tags={
-        "creditline.kind": "retraining", "creditline.as_of": d["as_of"],
-        "creditline.status": outcome.status,
-        "creditline.reasons": " | ".join(outcome.reasons)[:4900],
-        "creditline.challenger_version": str(outcome.challenger_version),
-        "creditline.champion_before": str(outcome.champion_before),
-        "creditline.champion_after": str(outcome.champion_after),
-    })
+    run = client.create_run(
+        exp_id,
+        run_name=f"retrain as_of={d['as_of']}",
+        tags={
+            "creditline.kind": "retraining",
+            "creditline.as_of": d["as_of"],
+            "creditline.status": outcome.status,
+            "creditline.reasons": " | ".join(outcome.reasons)[:4900],
+            "creditline.challenger_version": str(outcome.challenger_version),
+            "creditline.champion_before": str(outcome.champion_before),
+            "creditline.champion_after": str(outcome.champion_after),
+        },
+    )
     rid = run.info.run_id
     bt = outcome.backtest or {}
     for role in ("champion", "challenger"):
@@ -266,12 +322,20 @@ def _log_outcome(outcome: RetrainOutcome, tracking_uri: str, decision_log_dir: s
     client.log_dict(rid, d, "retrain.json")
     client.set_terminated(rid)
     if decision_log_dir is not None:
-        row = pd.DataFrame([{
-            "as_of": outcome.as_of, "event": "retrain", "model": CREDIT_MODEL,
-            "status": outcome.status, "challenger_version": outcome.challenger_version or -1,
-            "champion_before": outcome.champion_before or -1,
-            "champion_after": outcome.champion_after or -1,
-            "reasons": " | ".join(outcome.reasons), "mlflow_run_id": rid,
-        }])
+        row = pd.DataFrame(
+            [
+                {
+                    "as_of": outcome.as_of,
+                    "event": "retrain",
+                    "model": CREDIT_MODEL,
+                    "status": outcome.status,
+                    "challenger_version": outcome.challenger_version or -1,
+                    "champion_before": outcome.champion_before or -1,
+                    "champion_after": outcome.champion_after or -1,
+                    "reasons": " | ".join(outcome.reasons),
+                    "mlflow_run_id": rid,
+                }
+            ]
+        )
         write_parquet(row, model_ops_path(decision_log_dir, d["as_of"]))
     return rid

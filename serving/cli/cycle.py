@@ -15,15 +15,23 @@ from serving.cli.common import CONFIG_OPTION, config_or_exit, fail
 @app.command("cycle")
 def cycle(
     start: Annotated[
-        datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="First month (its month-end is the first as-of).")
+        datetime,
+        typer.Option(
+            "--from", formats=["%Y-%m-%d"], help="First month (its month-end is the first as-of)."
+        ),
     ],
     end: Annotated[
         datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last month, inclusive.")
     ],
-    raw: Annotated[Path | None, typer.Option("--raw", help="Raw tables folder (default: paths.raw).")] = None,
+    raw: Annotated[
+        Path | None, typer.Option("--raw", help="Raw tables folder (default: paths.raw).")
+    ] = None,
     baseline: Annotated[
         bool | None,
-        typer.Option("--baseline/--no-baseline", help="Also score with frozen models (the no-loop comparison)."),
+        typer.Option(
+            "--baseline/--no-baseline",
+            help="Also score with frozen models (the no-loop comparison).",
+        ),
     ] = None,
     config: Path | None = CONFIG_OPTION,
 ) -> None:
@@ -50,9 +58,15 @@ def cycle(
     )
     try:
         result = run_cycle(
-            start=start, end=end, raw_dir=raw or p.raw, features_dir=p.features,
-            decisions_dir=p.decisions, explanations_dir=p.explanations, reports_dir=p.reports,
-            quarantine_dir=p.quarantine, tracking_uri=tracking_uri(p.mlruns),
+            start=start,
+            end=end,
+            raw_dir=raw or p.raw,
+            features_dir=p.features,
+            decisions_dir=p.decisions,
+            explanations_dir=p.explanations,
+            reports_dir=p.reports,
+            quarantine_dir=p.quarantine,
+            tracking_uri=tracking_uri(p.mlruns),
             settings=settings,
         )
     except (ValueError, FileNotFoundError, LookupError) as exc:

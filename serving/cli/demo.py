@@ -15,7 +15,9 @@ def demo(
     users: int = typer.Option(2000, "--users", help="Number of users."),
     months: int = typer.Option(24, "--months", help="Months to simulate."),
     seed: int = typer.Option(7, "--seed", help="Random seed."),
-    cycle: bool = typer.Option(True, "--cycle/--no-cycle", help="Run the monthly loop on the world."),
+    cycle: bool = typer.Option(
+        True, "--cycle/--no-cycle", help="Run the monthly loop on the world."
+    ),
     override: str = typer.Option(
         None,
         "--bootstrap-gate-override",
@@ -60,13 +62,24 @@ def demo(
         if scoring.get("calendar") is None and calendar.exists():
             scoring["calendar"] = str(calendar)
         result = run_cycle(
-            start=start, end=end, raw_dir=raw, features_dir=p.features, decisions_dir=p.decisions,
-            explanations_dir=p.explanations, reports_dir=p.reports, quarantine_dir=p.quarantine,
+            start=start,
+            end=end,
+            raw_dir=raw,
+            features_dir=p.features,
+            decisions_dir=p.decisions,
+            explanations_dir=p.explanations,
+            reports_dir=p.reports,
+            quarantine_dir=p.quarantine,
             tracking_uri=tracking_uri(p.mlruns),
             settings=cycle_settings(
-                monitor={**cfg.monitor.model_dump(), **({"bootstrap_gate_override": override} if override else {})},
+                monitor={
+                    **cfg.monitor.model_dump(),
+                    **({"bootstrap_gate_override": override} if override else {}),
+                },
                 model=cfg.model.model_dump(),
-                gates=cfg.gates.model_dump(), scoring=scoring, seed=cfg.training.seed,
+                gates=cfg.gates.model_dump(),
+                scoring=scoring,
+                seed=cfg.training.seed,
                 num_threads=cfg.training.num_threads,
             ),
         )
@@ -77,5 +90,7 @@ def demo(
     typer.echo(result.text_path.read_text(), nl=False)
     typer.echo("")
     typer.echo(f"cycle summary: {result.summary_path} (text: {result.text_path})")
-    typer.echo(f"monitoring reports (summary.html, drift_report.html): {Path(p.reports) / 'monitoring'}")
+    typer.echo(
+        f"monitoring reports (summary.html, drift_report.html): {Path(p.reports) / 'monitoring'}"
+    )
     typer.echo(f"decisions: {p.decisions}; explanations: {p.explanations}; MLflow: {p.mlruns}")

@@ -11,8 +11,12 @@ import typer
 from serving.cli import app
 from serving.cli.common import CONFIG_OPTION, config_or_exit, fail
 
-AS_OF_OPTION = typer.Option(..., "--as-of", help="As-of date T (YYYY-MM-DD): features use rows available by T.")
-RAW_OPTION = typer.Option(None, "--raw", help="Raw tables folder (default: paths.raw in the config).")
+AS_OF_OPTION = typer.Option(
+    ..., "--as-of", help="As-of date T (YYYY-MM-DD): features use rows available by T."
+)
+RAW_OPTION = typer.Option(
+    None, "--raw", help="Raw tables folder (default: paths.raw in the config)."
+)
 OUT_OPTION = typer.Option(None, "--out", help="Feature tables folder (default: paths.features).")
 
 features_app = typer.Typer(help="Point-in-time feature tables.", no_args_is_help=True)
@@ -43,11 +47,15 @@ def build(
     out_dir = out or Path(cfg.paths.features)
     t0 = time.perf_counter()
     try:
-        path = build_feature_table(raw_dir, out_dir, day, Path(cfg.paths.quarantine), threads=cfg.features.threads)
+        path = build_feature_table(
+            raw_dir, out_dir, day, Path(cfg.paths.quarantine), threads=cfg.features.threads
+        )
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     manifest = json.loads((path.parent / "manifest.json").read_text())
     typer.echo(manifest["quarantine_summary"])
-    typer.echo(f"{manifest['rows']} users x {len(manifest['features'])} features as of {manifest['as_of']} "
-               f"in {time.perf_counter() - t0:.1f} s")
+    typer.echo(
+        f"{manifest['rows']} users x {len(manifest['features'])} features as of {manifest['as_of']} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     typer.echo(f"wrote {path}")

@@ -821,9 +821,7 @@ def _before_after(
     for a cut must not cite a value that fell, say fewer lenders (unless nothing in it rose).
     """
     cand = [
-        (j, c)
-        for j, c in enumerate(columns)
-        if changed_row[j] and c in fm and fm[c].reason == code
+        (j, c) for j, c in enumerate(columns) if changed_row[j] and c in fm and fm[c].reason == code
     ]
     if weights is not None:
         pushed = [(j, c) for j, c in cand if weights.get(c, 0.0) > 0]

@@ -48,6 +48,7 @@ TRUE_CAUSE_PRIORITY = (
     "sync_delay", "fraud", "kyc_expiry", "device_change", "behaviour", "bureau", "macro", "none",
 )  # fmt: skip
 
+
 def _month_after(day: pd.Timestamp) -> pd.Timestamp:
     """First day of the truth month that follows a decision taken at `day`."""
     return (pd.Timestamp(day) + pd.Timedelta(days=1)).to_period("M").to_timestamp()
@@ -205,9 +206,9 @@ def measure_fidelity(
     sync_from = deferred_at.where(deferred_at.notna(), row_prev)
     ids = records["user_id"].astype(str).reset_index(drop=True)
     parts = []
-    for (w_from, s_from), idx in pd.DataFrame({"w": window_from, "s": sync_from}).groupby(
-        ["w", "s"]
-    ).groups.items():
+    for (w_from, s_from), idx in (
+        pd.DataFrame({"w": window_from, "s": sync_from}).groupby(["w", "s"]).groups.items()
+    ):
         users = pd.Index(ids[idx].unique())
         part = truth_um[truth_um["user_id"].astype(str).isin(users)]
         parts.append(_truth_window(part, as_of, w_from, sync_from=s_from).reindex(users))
@@ -382,7 +383,9 @@ def pool_fidelity(per_month: list[dict[str, Any]]) -> dict[str, Any]:
         "repaid_in_full_downgrades": sum(f["repaid_in_full_downgrades"] for f in months),
         "sync_delay_cases": sync_n,
         "sync_delay_caught": int(
-            round(sum((f["sync_delay_caught_share"] or 0.0) * f["sync_delay_cases"] for f in months))
+            round(
+                sum((f["sync_delay_caught_share"] or 0.0) * f["sync_delay_cases"] for f in months)
+            )
         ),
         "max_additivity_error": max((f["max_additivity_error"] for f in months), default=None),
         "max_unchanged_attribution": max(

@@ -28,6 +28,7 @@ from serving.scoring.models import MODEL_NAMES
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ExplainRunResult:
     as_of: pd.Timestamp
@@ -41,9 +42,7 @@ class ExplainRunResult:
     summary: dict[str, Any]
 
 
-def last_took_effect(
-    decisions_dir: str | Path, previous: pd.DataFrame, prev_as_of
-) -> pd.DataFrame:
+def last_took_effect(decisions_dir: str | Path, previous: pd.DataFrame, prev_as_of) -> pd.DataFrame:
     """Per user deferred at `prev_as_of`: the latest earlier stored decision that was not a
     defer (its row, with `took_effect_as_of`). Decision sets are read newest first, only while
     deferred users remain; users deferred since before the first stored decision are left out."""
@@ -69,9 +68,7 @@ def last_took_effect(
     return pd.concat(rows, ignore_index=True)
 
 
-def usable_before(
-    decisions_dir: str | Path, previous: pd.DataFrame, prev_as_of
-) -> pd.Series:
+def usable_before(decisions_dir: str | Path, previous: pd.DataFrame, prev_as_of) -> pd.Series:
     """`serving.explain.downgrades.usable_lines` of `previous` (the decisions at `prev_as_of`), a deferred
     user's line taken from the last decision that took effect (`last_took_effect`)."""
     from serving.explain.downgrades import usable_lines
@@ -231,8 +228,12 @@ def run_explain(
             loaded[key] = _load_model(name, version, tracking_uri)
         return loaded[key]
 
-    credit_new = model(MODEL_NAMES["credit"], _one_version(new_dec, "credit_model_version", found[as_of]))
-    fraud_new = model(MODEL_NAMES["fraud"], _one_version(new_dec, "fraud_model_version", found[as_of]))
+    credit_new = model(
+        MODEL_NAMES["credit"], _one_version(new_dec, "credit_model_version", found[as_of])
+    )
+    fraud_new = model(
+        MODEL_NAMES["fraud"], _one_version(new_dec, "fraud_model_version", found[as_of])
+    )
     policy_new = load_policy(policy_file, calendar)
     policy_old = load_policy(old_policy_file or policy_file, calendar)
     usable = usable_lines(old_dec, took)

@@ -51,7 +51,6 @@ from training.retrain import retrain
 log = logging.getLogger(__name__)
 
 
-
 def month_ends(start: pd.Timestamp | str, end: pd.Timestamp | str) -> list[pd.Timestamp]:
     """Month-end dates from the month of `start` to the month of `end`, inclusive.
 
@@ -131,11 +130,14 @@ def build_month_tables(
         con = connect_raw(loaded.tables, threads)  # the raw tables go to DuckDB once, not per month
         try:
             for d in tqdm(todo, desc="features", unit="month", leave=False):
-                df = build_features(loaded.tables, d, extracted_at=extracted_at, threads=threads,
-                                    con=con)
+                df = build_features(
+                    loaded.tables, d, extracted_at=extracted_at, threads=threads, con=con
+                )
                 path = write_parquet(df, feature_table_path(features_dir, d))
-                write_json(_feature_manifest(df, d, extracted_at, digests, loaded, path),
-                           path.parent / "manifest.json")
+                write_json(
+                    _feature_manifest(df, d, extracted_at, digests, loaded, path),
+                    path.parent / "manifest.json",
+                )
         finally:
             con.close()
     return [feature_table_path(features_dir, d) for d in dates]
@@ -151,7 +153,11 @@ def _feature_manifest(df, as_of, extracted_at, digests, loaded, path) -> dict:
     return {
         "as_of": f"{as_of:%Y-%m-%d}",
         "rows": len(df),
-        "features": [c for c in df.columns if c not in ("user_id", "as_of") and not c.startswith(("ctx_", "fresh_", "label_"))],
+        "features": [
+            c
+            for c in df.columns
+            if c not in ("user_id", "as_of") and not c.startswith(("ctx_", "fresh_", "label_"))
+        ],
         "metadata_version": METADATA_VERSION,
         "extracted_at": str(extracted_at) if extracted_at is not None else None,
         "input_digests": digests,
@@ -162,7 +168,10 @@ def _feature_manifest(df, as_of, extracted_at, digests, loaded, path) -> dict:
 
 
 def bootstrap_models(
-    features_dir: Path, tracking_uri: str, dates: list[pd.Timestamp], s: CycleSettings,
+    features_dir: Path,
+    tracking_uri: str,
+    dates: list[pd.Timestamp],
+    s: CycleSettings,
     decision_log_dir: Path | None = None,
 ) -> tuple[dict[str, int], list[dict]]:
     """Train and promote the first credit and fraud champions when none is registered.
@@ -187,23 +196,45 @@ def bootstrap_models(
             out[name] = champ
             continue
         if champ is not None:
-            log.warning("%s v%d was trained on other feature tables (another world?): "
-                        "training a new bootstrap model", name, champ)
+            log.warning(
+                "%s v%d was trained on other feature tables (another world?): "
+                "training a new bootstrap model",
+                name,
+                champ,
+            )
         log.info("bootstrap: training %s on %s (out-of-time %s)", name, train_s, oot_s)
         res = train_on_feature_tables(
-            kind, features_dir, train_s, oot_s, tracking_uri=tracking_uri, settings=s.model,
-            gates=s.gates, seed=s.seed, num_threads=s.num_threads,
+            kind,
+            features_dir,
+            train_s,
+            oot_s,
+            tracking_uri=tracking_uri,
+            settings=s.model,
+            gates=s.gates,
+            seed=s.seed,
+            num_threads=s.num_threads,
         )
-        pr, exc = promote_first(name, res.version, tracking_uri=tracking_uri, gates=s.gates,
-                                override=s.bootstrap_gate_override, as_of=oot_s)
+        pr, exc = promote_first(
+            name,
+            res.version,
+            tracking_uri=tracking_uri,
+            gates=s.gates,
+            override=s.bootstrap_gate_override,
+            as_of=oot_s,
+        )
         out[name] = int(pr.champion_after)
         status = "promoted" if pr.passed else ("governance_exception" if exc else "refused")
-        events.append({
-            "model": name, "version": int(res.version), "status": status,
-            "champion_before": pr.champion_before, "champion_after": int(pr.champion_after),
-            "gates": [g.line() for g in pr.gates],
-            "governance_exception": exc.to_dict() if exc else None,
-        })
+        events.append(
+            {
+                "model": name,
+                "version": int(res.version),
+                "status": status,
+                "champion_before": pr.champion_before,
+                "champion_after": int(pr.champion_after),
+                "gates": [g.line() for g in pr.gates],
+                "governance_exception": exc.to_dict() if exc else None,
+            }
+        )
     if decision_log_dir is not None and events:
         _log_bootstrap(events, oot_s, decision_log_dir)
     return out, events
@@ -213,15 +244,30 @@ def _log_bootstrap(events: list[dict], as_of: str, decision_log_dir: Path) -> No
     """One model-ops decision-log row per bootstrap model (as retraining writes for its own)."""
     from features.tables import write_parquet
 
-    rows = pd.DataFrame([{
-        "as_of": pd.Timestamp(as_of), "event": "bootstrap", "model": e["model"], "status": e["status"],
-        "challenger_version": e["version"], "champion_before": e["champion_before"] or -1,
-        "champion_after": e["champion_after"],
-        "reasons": ((e["governance_exception"] and "GOVERNANCE EXCEPTION: failed gates "
-                     + ",".join(e["governance_exception"]["failed_gates"]) + "; approved: "
-                     + e["governance_exception"]["approved"]) or " | ".join(
-                         g for g in e["gates"] if "FAIL" in g)),
-    } for e in events])
+    rows = pd.DataFrame(
+        [
+            {
+                "as_of": pd.Timestamp(as_of),
+                "event": "bootstrap",
+                "model": e["model"],
+                "status": e["status"],
+                "challenger_version": e["version"],
+                "champion_before": e["champion_before"] or -1,
+                "champion_after": e["champion_after"],
+                "reasons": (
+                    (
+                        e["governance_exception"]
+                        and "GOVERNANCE EXCEPTION: failed gates "
+                        + ",".join(e["governance_exception"]["failed_gates"])
+                        + "; approved: "
+                        + e["governance_exception"]["approved"]
+                    )
+                    or " | ".join(g for g in e["gates"] if "FAIL" in g)
+                ),
+            }
+            for e in events
+        ]
+    )
     write_parquet(rows, model_ops_path(decision_log_dir, as_of, "bootstrap"))
 
 
@@ -229,7 +275,9 @@ def _trained_on_these_tables(tracking_uri: str, name: str, version: int) -> bool
     """True when every snapshot in the version's lineage still has the recorded digest."""
     from features.tables import file_digest
 
-    snaps = (champion_lineage(tracking_uri, name, version).get("lineage_json") or {}).get("snapshots") or []
+    snaps = (champion_lineage(tracking_uri, name, version).get("lineage_json") or {}).get(
+        "snapshots"
+    ) or []
     if not snaps:
         return True  # no lineage recorded: trust the registry
     for snap in snaps:
@@ -250,20 +298,39 @@ def _has_registered(client, name: str) -> bool:
 def _load_models(tracking_uri: str, credit_ref, fraud_ref) -> dict[str, Any]:
     from training.registry import load_model
 
-    return {"credit": load_model(CREDIT_MODEL, credit_ref, tracking_uri),
-            "fraud": load_model(FRAUD_MODEL, fraud_ref, tracking_uri)}
+    return {
+        "credit": load_model(CREDIT_MODEL, credit_ref, tracking_uri),
+        "fraud": load_model(FRAUD_MODEL, fraud_ref, tracking_uri),
+    }
 
 
 def _score(features_path: Path, models, policy, out_dir: Path, as_of, s: CycleSettings):
     from serving.scoring.batch import score_batch
 
-    return score_batch(features_path, models, policy, out_dir, as_of=as_of,
-                       max_age_days=s.max_source_age_days, num_threads=s.num_threads, progress=False)
+    return score_batch(
+        features_path,
+        models,
+        policy,
+        out_dir,
+        as_of=as_of,
+        max_age_days=s.max_source_age_days,
+        num_threads=s.num_threads,
+        progress=False,
+    )
 
 
-def _explain(as_of, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
-             s: CycleSettings, calendar, model_cache: dict | None = None,
-             report_writer=None) -> Path | None:
+def _explain(
+    as_of,
+    features_dir,
+    decisions_dir,
+    explanations_dir,
+    reports_dir,
+    tracking_uri,
+    s: CycleSettings,
+    calendar,
+    model_cache: dict | None = None,
+    report_writer=None,
+) -> Path | None:
     """Explain this month's downgrades against last month's decisions (issue 6's job)."""
     try:
         from serving.explain.run import run_explain
@@ -271,9 +338,18 @@ def _explain(as_of, features_dir, decisions_dir, explanations_dir, reports_dir, 
         log.warning("serving.explain.run is not available: downgrades are not explained")
         return None
     res = run_explain(
-        as_of, decisions_dir, features_dir, explanations_dir, reports_dir, tracking_uri,
-        policy_file=s.policy_file, calendar=calendar, max_age_days=s.max_source_age_days,
-        n_threads=s.num_threads, model_cache=model_cache, report_writer=report_writer,
+        as_of,
+        decisions_dir,
+        features_dir,
+        explanations_dir,
+        reports_dir,
+        tracking_uri,
+        policy_file=s.policy_file,
+        calendar=calendar,
+        max_age_days=s.max_source_age_days,
+        n_threads=s.num_threads,
+        model_cache=model_cache,
+        report_writer=report_writer,
     )
     return res.records_path
 
@@ -322,7 +398,11 @@ def _run_cycle(
     from training.tracking import open_client
 
     raw_dir, features_dir, decisions_dir = Path(raw_dir), Path(features_dir), Path(decisions_dir)
-    explanations_dir, reports_dir, quarantine_dir = Path(explanations_dir), Path(reports_dir), Path(quarantine_dir)
+    explanations_dir, reports_dir, quarantine_dir = (
+        Path(explanations_dir),
+        Path(reports_dir),
+        Path(quarantine_dir),
+    )
     s = settings
     timer = _Timer()
     months = month_ends(start, end)
@@ -333,13 +413,19 @@ def _run_cycle(
 
     t0 = time.perf_counter()
     client = open_client(tracking_uri)
-    first, boot_events = bootstrap_models(features_dir, tracking_uri, boot, s, decision_log_dir(decisions_dir))
+    first, boot_events = bootstrap_models(
+        features_dir, tracking_uri, boot, s, decision_log_dir(decisions_dir)
+    )
     timer.add("bootstrap_training", t0)
     calendar = s.calendar
     if calendar is None and (raw_dir.parent / "truth" / "scenario_calendar.json").exists():
         calendar = str(raw_dir.parent / "truth" / "scenario_calendar.json")
     policy = load_policy(s.policy_file, calendar)
-    frozen = _load_models(tracking_uri, first[CREDIT_MODEL], first[FRAUD_MODEL]) if s.baseline_arm else None
+    frozen = (
+        _load_models(tracking_uri, first[CREDIT_MODEL], first[FRAUD_MODEL])
+        if s.baseline_arm
+        else None
+    )
     baseline_dir = reports_dir / "cycle" / "no_loop_decisions"  # removed by `make clean`
     truth = read_truth(raw_dir)
     world_end = manifest_extracted_at(raw_dir)
@@ -359,7 +445,9 @@ def _run_cycle(
         fraud_v = current_version(client, FRAUD_MODEL, CHAMPION)
         models = _load_models(tracking_uri, champ_v, fraud_v)
         if fraud_v not in fraud_ref_pd:
-            fraud_ref_pd[fraud_v] = _reference_scores(tracking_uri, features_dir, models["fraud"], s)
+            fraud_ref_pd[fraud_v] = _reference_scores(
+                tracking_uri, features_dir, models["fraud"], s
+            )
         fpath = feature_table_path(features_dir, d)
         t0 = time.perf_counter()
         _score(fpath, models, policy, decisions_dir, d, s)
@@ -370,9 +458,21 @@ def _run_cycle(
         t0 = time.perf_counter()
         if d != months[0]:  # the first month has no earlier decision to explain against
             try:
-                _explain(d, features_dir, decisions_dir, explanations_dir, reports_dir, tracking_uri,
-                         s, calendar, model_cache=explain_models, report_writer=report_writer)
-            except Exception as exc:  # an explanation failure must not stop the loop; it is reported
+                _explain(
+                    d,
+                    features_dir,
+                    decisions_dir,
+                    explanations_dir,
+                    reports_dir,
+                    tracking_uri,
+                    s,
+                    calendar,
+                    model_cache=explain_models,
+                    report_writer=report_writer,
+                )
+            except (
+                Exception
+            ) as exc:  # an explanation failure must not stop the loop; it is reported
                 log.error("explaining downgrades as of %s failed: %s", f"{d:%Y-%m-%d}", exc)
                 explain_failures.append({"as_of": f"{d:%Y-%m-%d}", "error": str(exc)[:500]})
         timer.add("explain", t0)
@@ -383,18 +483,27 @@ def _run_cycle(
         from serving.monitoring.monitor import baseline_gini_from_metrics
 
         mon = run_monitor(
-            as_of=d, features_dir=features_dir, decisions_dir=decisions_dir, reports_dir=reports_dir,
-            tracking_uri=tracking_uri, settings=s.monitor,
-            model=models["credit"], reference_paths=ref_paths,
+            as_of=d,
+            features_dir=features_dir,
+            decisions_dir=decisions_dir,
+            reports_dir=reports_dir,
+            tracking_uri=tracking_uri,
+            settings=s.monitor,
+            model=models["credit"],
+            reference_paths=ref_paths,
             baseline_gini=baseline_gini_from_metrics(lineage["metrics"]),
             html=s.html_report == "always" or (s.html_report != "never" and d == months[-1]),
-            log_to_mlflow=True, seed=s.seed,
+            log_to_mlflow=True,
+            seed=s.seed,
         )
         summary = mon.summary
         exceptions = _governance_exceptions(client, {CREDIT_MODEL: champ_v, FRAUD_MODEL: fraud_v})
         if exceptions and mon.mlflow_run_id:
-            client.set_tag(mon.mlflow_run_id, "creditline.governance_exceptions",
-                           " | ".join(e.line() for e in exceptions)[:4900])
+            client.set_tag(
+                mon.mlflow_run_id,
+                "creditline.governance_exceptions",
+                " | ".join(e.line() for e in exceptions)[:4900],
+            )
         onset = summary["trigger"]["retrain"] and not (per_month and per_month[-1]["drift_alarm"])
         if onset and s.html_report == "alarm" and mon.html_path is None:
             # A person will look at a new alarm: give them the distributions too (once per
@@ -403,26 +512,44 @@ def _run_cycle(
             from serving.monitoring.monitor import load_reference, read_features
 
             write_drift_report_html(
-                load_reference(ref_paths, list(models["credit"].features), s.monitor.drift_sample_rows, s.seed),
-                read_features(fpath), summary["drift"]["features_tested"],
-                mon.folder / "drift_report.html", sample_rows=s.monitor.drift_sample_rows, seed=s.seed,
+                load_reference(
+                    ref_paths, list(models["credit"].features), s.monitor.drift_sample_rows, s.seed
+                ),
+                read_features(fpath),
+                summary["drift"]["features_tested"],
+                mon.folder / "drift_report.html",
+                sample_rows=s.monitor.drift_sample_rows,
+                seed=s.seed,
             )
         timer.add("monitor", t0)
 
         month_retrain = None
         if summary["trigger"]["retrain"]:
-            cooling = last_retrain is not None and d < last_retrain + pd.DateOffset(months=s.retrain_cooldown_months)
+            cooling = last_retrain is not None and d < last_retrain + pd.DateOffset(
+                months=s.retrain_cooldown_months
+            )
             if cooling:
-                month_retrain = {"as_of": f"{d:%Y-%m-%d}", "status": "cooldown",
-                                 "reasons": summary["trigger"]["reasons"]}
+                month_retrain = {
+                    "as_of": f"{d:%Y-%m-%d}",
+                    "status": "cooldown",
+                    "reasons": summary["trigger"]["reasons"],
+                }
             else:
                 t0 = time.perf_counter()
                 outcome = retrain(
-                    as_of=d, features_dir=features_dir, decisions_dir=decisions_dir,
-                    tracking_uri=tracking_uri, reasons=summary["trigger"]["reasons"],
-                    model_settings=s.model, gate_settings=s.gates, horizon_months=horizon,
-                    margin_days=s.monitor.label_margin_days, window_months=s.retrain_window_months,
-                    auto_promote=s.auto_promote, seed=s.seed, num_threads=s.num_threads,
+                    as_of=d,
+                    features_dir=features_dir,
+                    decisions_dir=decisions_dir,
+                    tracking_uri=tracking_uri,
+                    reasons=summary["trigger"]["reasons"],
+                    model_settings=s.model,
+                    gate_settings=s.gates,
+                    horizon_months=horizon,
+                    margin_days=s.monitor.label_margin_days,
+                    window_months=s.retrain_window_months,
+                    auto_promote=s.auto_promote,
+                    seed=s.seed,
+                    num_threads=s.num_threads,
                     decision_log_dir=decision_log_dir(decisions_dir),
                 )
                 timer.add("retraining", t0)
@@ -432,7 +559,9 @@ def _run_cycle(
             retrains.append(month_retrain)
 
         t0 = time.perf_counter()
-        fraud_watch = _fraud_watch(fraud_ref_pd[fraud_v], models["fraud"], decisions_path(decisions_dir, d), summary, s)
+        fraud_watch = _fraud_watch(
+            fraud_ref_pd[fraud_v], models["fraud"], decisions_path(decisions_dir, d), summary, s
+        )
         timer.add("monitor", t0)
 
         t0 = time.perf_counter()
@@ -443,9 +572,13 @@ def _run_cycle(
         if has_prev and not (explain_failures and explain_failures[-1]["as_of"] == f"{d:%Y-%m-%d}"):
             explained = read_explanations(explanations_dir, d)
         if has_prev and explained is None:  # explain failed: every downgrade is not_explained
-            explained = pd.DataFrame({"user_id": pd.Series(dtype=str), "cause": pd.Series(dtype=str)})
+            explained = pd.DataFrame(
+                {"user_id": pd.Series(dtype=str), "cause": pd.Series(dtype=str)}
+            )
         row = {
-            "as_of": f"{d:%Y-%m-%d}", "credit_model_version": int(champ_v), "fraud_model_version": int(fraud_v),
+            "as_of": f"{d:%Y-%m-%d}",
+            "credit_model_version": int(champ_v),
+            "fraud_model_version": int(fraud_v),
             **outcome_rates(feats, truth, d, horizon, world_end),
             "loop": stored_month_stats(decisions_dir, months, d, good, explained),
             "drift_alarm": bool(summary["trigger"]["retrain"]),
@@ -468,8 +601,17 @@ def _run_cycle(
         explain_failures.extend(report_writer.finish())
         timer.add("explain_reports_wait", t0)
     return _write_summary(
-        months, per_month, retrains, first, reports_dir, timer, s, truth is not None, baseline_dir,
-        explain_failures, boot_events,
+        months,
+        per_month,
+        retrains,
+        first,
+        reports_dir,
+        timer,
+        s,
+        truth is not None,
+        baseline_dir,
+        explain_failures,
+        boot_events,
     )
 
 
@@ -485,7 +627,9 @@ def _reference_scores(tracking_uri: str, features_dir: Path, model, s: CycleSett
     return model.predict_proba(ref)
 
 
-def _fraud_watch(ref_scores, fraud_model, decisions_file: Path, monitor_summary: dict, s: CycleSettings) -> dict:
+def _fraud_watch(
+    ref_scores, fraud_model, decisions_file: Path, monitor_summary: dict, s: CycleSettings
+) -> dict:
     """Fraud signals for people: score PSI against the fraud model's training reference, and
     fraud flags later cleared (false positives) on the matured decisions the monitor read.
 
@@ -499,7 +643,9 @@ def _fraud_watch(ref_scores, fraud_model, decisions_file: Path, monitor_summary:
     out = {
         "model_version": int(fraud_model.version),
         "score_psi": score_psi,
-        "flagged_share": float((fraud_p >= s.monitor.fraud_flag_threshold).mean()) if len(fraud_p) else None,
+        "flagged_share": float((fraud_p >= s.monitor.fraud_flag_threshold).mean())
+        if len(fraud_p)
+        else None,
         "flags_matured": mis.get("fraud_flagged_matured"),
         "flags_cleared": mis.get("fraud_flags_cleared"),
         "false_positive_rate": mis.get("fraud_false_positive_rate"),
@@ -512,16 +658,30 @@ def _governance_exceptions(client, versions: dict[str, int]) -> list:
     """Recorded exceptions of the model versions deciding this month (training.promote)."""
     from training.promote import governance_exception
 
-    return [e for name, v in versions.items() if (e := governance_exception(client, name, v)) is not None]
+    return [
+        e
+        for name, v in versions.items()
+        if (e := governance_exception(client, name, v)) is not None
+    ]
 
 
 def _rate(num: int, den: int) -> float | None:
     return 1e4 * num / den if den else None
 
 
-def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer: _Timer,
-                   s: CycleSettings, has_truth: bool, baseline_dir: Path,
-                   explain_failures: list[dict], boot_events: list[dict]) -> CycleResult:
+def _write_summary(
+    months,
+    per_month,
+    retrains,
+    first,
+    reports_dir: Path,
+    timer: _Timer,
+    s: CycleSettings,
+    has_truth: bool,
+    baseline_dir: Path,
+    explain_failures: list[dict],
+    boot_events: list[dict],
+) -> CycleResult:
     from features.tables import jsonable, write_json, write_text
 
     def headline(arm: str) -> dict:
@@ -530,19 +690,30 @@ def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer:
         good = sum(r["good_repayers"] for r in rows)
         wrong_unknown = sum(r["downgraded_repayers_outcome_unknown"] for r in rows)
         unknown = sum(r["repayers_outcome_unknown"] for r in rows)
-        return {"wrongful_post_repayment_downgrades": wrong, "good_repayer_months": good,
-                "per_10k_good_repayers": _rate(wrong, good),
-                "repayer_months_outcome_unknown": unknown,
-                # The old, unsound reading (every repayer not yet bad counted as good), kept
-                # only to show how much of a figure rests on outcomes nobody has seen yet.
-                "provisional_per_10k_counting_unknown_as_good": _rate(wrong + wrong_unknown, good + unknown)}
+        return {
+            "wrongful_post_repayment_downgrades": wrong,
+            "good_repayer_months": good,
+            "per_10k_good_repayers": _rate(wrong, good),
+            "repayer_months_outcome_unknown": unknown,
+            # The old, unsound reading (every repayer not yet bad counted as good), kept
+            # only to show how much of a figure rests on outcomes nobody has seen yet.
+            "provisional_per_10k_counting_unknown_as_good": _rate(
+                wrong + wrong_unknown, good + unknown
+            ),
+        }
 
     # The arms decide identically until the loop's models first differ from the frozen ones;
     # only the months after that can show what the loop changed.
-    differ = [m for m in per_month
-              if (m["credit_model_version"], m["fraud_model_version"]) != (first[CREDIT_MODEL], first[FRAUD_MODEL])]
+    differ = [
+        m
+        for m in per_month
+        if (m["credit_model_version"], m["fraud_model_version"])
+        != (first[CREDIT_MODEL], first[FRAUD_MODEL])
+    ]
     summary = {
-        "from": f"{months[0]:%Y-%m-%d}", "to": f"{months[-1]:%Y-%m-%d}", "months": len(months),
+        "from": f"{months[0]:%Y-%m-%d}",
+        "to": f"{months[-1]:%Y-%m-%d}",
+        "months": len(months),
         "bootstrap_models": first,
         "bootstrap_events": boot_events,
         "governance_exceptions": _exception_months(per_month),
@@ -556,9 +727,13 @@ def _write_summary(months, per_month, retrains, first, reports_dir: Path, timer:
             "usable line lower than at the previous month's decision, or an adverse decision "
             "deferred (serving.explain.downgrades.select_downgrades, as creditline explain); none in the first month"
         ),
-        "headline": {"with_loop": headline("loop"),
-                     "months_models_differ": [m["as_of"] for m in differ],
-                     "good_repayer_months_while_models_differ": sum(m["loop"]["good_repayers"] for m in differ)},
+        "headline": {
+            "with_loop": headline("loop"),
+            "months_models_differ": [m["as_of"] for m in differ],
+            "good_repayer_months_while_models_differ": sum(
+                m["loop"]["good_repayers"] for m in differ
+            ),
+        },
         "per_month": per_month,
         "retrains": retrains,
         "promotions": [r for r in retrains if r and r.get("status") == "promoted"],
@@ -588,21 +763,31 @@ def _exception_months(per_month: list[dict]) -> list[dict]:
 
 def format_summary(summary: dict) -> str:
     """The cycle summary as a plain-text report."""
+
     def f(x, spec=".4f"):
         return "n/a" if x is None else format(x, spec)
 
-    lines = [f"creditline cycle {summary['from']} .. {summary['to']} ({summary['months']} months)", ""]
+    lines = [
+        f"creditline cycle {summary['from']} .. {summary['to']} ({summary['months']} months)",
+        "",
+    ]
     for e in summary.get("governance_exceptions", []):
-        lines.append(f"GOVERNANCE EXCEPTION in {len(e['months'])} month(s) ({e['months'][0]} .. "
-                     f"{e['months'][-1]}): {e['exception']}")
+        lines.append(
+            f"GOVERNANCE EXCEPTION in {len(e['months'])} month(s) ({e['months'][0]} .. "
+            f"{e['months'][-1]}): {e['exception']}"
+        )
     for e in summary.get("bootstrap_events", []):
         if e["status"] == "refused":
-            lines.append(f"bootstrap {e['model']} v{e['version']} failed its gates: champion "
-                         f"v{e['champion_after']} kept, v{e['version']} left as @challenger")
+            lines.append(
+                f"bootstrap {e['model']} v{e['version']} failed its gates: champion "
+                f"v{e['champion_after']} kept, v{e['version']} left as @challenger"
+            )
     if lines[-1]:
         lines.append("")
-    lines.append("month       credit  users  mean_pd  default  fraud   adverse  downgrades  "
-                 "wrongful/good  unknown  alarm  retrain")
+    lines.append(
+        "month       credit  users  mean_pd  default  fraud   adverse  downgrades  "
+        "wrongful/good  unknown  alarm  retrain"
+    )
     for m in summary["per_month"]:
         r = m["loop"]
         lines.append(
@@ -615,16 +800,22 @@ def format_summary(summary: dict) -> str:
         )
     if any(m.get("default_window_months_observed") is not None for m in summary["per_month"]):
         lines.append("* default window cut by the end of the data: a lower bound")
-    lines.append("adverse = every lower/freeze/close/defer; downgrades = " + summary["downgrade_definition"])
-    lines.append("unknown = repayers whose outcome window has not closed by the end of the data "
-                 "(neither good nor bad)")
+    lines.append(
+        "adverse = every lower/freeze/close/defer; downgrades = " + summary["downgrade_definition"]
+    )
+    lines.append(
+        "unknown = repayers whose outcome window has not closed by the end of the data "
+        "(neither good nor bad)"
+    )
     lines.append("")
     causes: dict[str, int] = {}
     for m in summary["per_month"]:
         for k, v in m["loop"]["downgrades_by_cause"].items():
             causes[k] = causes.get(k, 0) + v
     total = sum(m["loop"]["downgrades"] for m in summary["per_month"])
-    lines.append(f"downgrades by cause (with the loop; {total} downgrades, {sum(causes.values())} by cause):")
+    lines.append(
+        f"downgrades by cause (with the loop; {total} downgrades, {sum(causes.values())} by cause):"
+    )
     for k, v in sorted(causes.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {k:<30} {v}")
     lines.append("")
@@ -643,11 +834,15 @@ def format_summary(summary: dict) -> str:
         ch, cl = bt.get("champion") or {}, bt.get("challenger") or {}
         lines.append(
             f"  {r['as_of']}: {r['status']}"
-            + (f" challenger v{r.get('challenger_version')} (trained on {len(r.get('train_as_of') or [])} months, "
-               f"OOT {r.get('oot_as_of')}): AUC champion {f(ch.get('auc'))} -> challenger {f(cl.get('auc'))}"
-               if r.get("challenger_version") else "")
+            + (
+                f" challenger v{r.get('challenger_version')} (trained on {len(r.get('train_as_of') or [])} months, "
+                f"OOT {r.get('oot_as_of')}): AUC champion {f(ch.get('auc'))} -> challenger {f(cl.get('auc'))}"
+                if r.get("challenger_version")
+                else ""
+            )
             + f"; champion v{r.get('champion_before')} -> v{r.get('champion_after')}"
-            if r.get("status") not in ("cooldown",) else f"  {r['as_of']}: alarm during cooldown"
+            if r.get("status") not in ("cooldown",)
+            else f"  {r['as_of']}: alarm during cooldown"
         )
         for reason in r.get("reasons", [])[:4]:
             lines.append(f"      - {reason}")
@@ -668,18 +863,30 @@ def format_summary(summary: dict) -> str:
     differ = h["months_models_differ"]
     lines.append(
         f"  the arms use different models in {len(differ)} month(s)"
-        + (f" ({differ[0]} .. {differ[-1]}), with {h['good_repayer_months_while_models_differ']} "
-           "good-repayer months of known outcome" if differ else "")
+        + (
+            f" ({differ[0]} .. {differ[-1]}), with {h['good_repayer_months_while_models_differ']} "
+            "good-repayer months of known outcome"
+            if differ
+            else ""
+        )
         + "; before that they decide identically"
     )
     lines.append(f"  good repayer: {summary['good_repayer_definition']}")
     lines.append("")
-    lines.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["timings_seconds"].items()))
+    lines.append(
+        "stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["timings_seconds"].items())
+    )
     return "\n".join(lines) + "\n"
 
 
 def cycle_settings(
-    *, monitor: dict, model: dict, gates: dict, scoring: dict, seed: int, num_threads: int,
+    *,
+    monitor: dict,
+    model: dict,
+    gates: dict,
+    scoring: dict,
+    seed: int,
+    num_threads: int,
     baseline_arm: bool | None = None,
 ) -> CycleSettings:
     """CycleSettings from plain config sections (dicts from `model_dump()`)."""
@@ -705,7 +912,9 @@ def cycle_settings(
     )
 
 
-def demo_period(world_start: str, months: int, bootstrap_months: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+def demo_period(
+    world_start: str, months: int, bootstrap_months: int
+) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The cycle period for a simulated world: after the bootstrap months (plus the world's
     first month, when few users exist yet), to the last full month.
 

@@ -25,7 +25,10 @@ def read_truth(raw_dir: Path) -> pd.DataFrame | None:
 
 
 def good_repayers(
-    features: pd.DataFrame, truth: pd.DataFrame | None, as_of: pd.Timestamp, horizon: int,
+    features: pd.DataFrame,
+    truth: pd.DataFrame | None,
+    as_of: pd.Timestamp,
+    horizon: int,
     world_end: pd.Timestamp | None = None,
 ) -> pd.Series:
     """Per user: True = a good repayer, False = not one, <NA> = repaid but outcome not known yet.
@@ -42,7 +45,12 @@ def good_repayers(
     >>> good_repayers(f, None, pd.Timestamp("2024-01-31"), 12).tolist()
     [True, False, <NA>, False]
     """
-    repaid = features.get("ctx_repaid_in_full_30d", pd.Series(0.0, index=features.index)).fillna(0).to_numpy() == 1
+    repaid = (
+        features.get("ctx_repaid_in_full_30d", pd.Series(0.0, index=features.index))
+        .fillna(0)
+        .to_numpy()
+        == 1
+    )
     if truth is not None:
         t = features[["user_id"]].merge(truth, on="user_id", how="left")
         end = as_of + pd.DateOffset(months=horizon)
@@ -62,7 +70,10 @@ def good_repayers(
 
 
 def outcome_rates(
-    features: pd.DataFrame, truth: pd.DataFrame | None, as_of: pd.Timestamp, horizon: int,
+    features: pd.DataFrame,
+    truth: pd.DataFrame | None,
+    as_of: pd.Timestamp,
+    horizon: int,
     world_end: pd.Timestamp | None,
 ) -> dict:
     """Realised default rate within `horizon` months and fraud rate within 90 days after as-of.
@@ -75,9 +86,12 @@ def outcome_rates(
         d_end = as_of + pd.DateOffset(months=horizon)
         f_end = as_of + pd.Timedelta(days=90)
         out = {
-            "default_rate": float(((t["default_date"] > as_of) & (t["default_date"] <= d_end)).mean()),
+            "default_rate": float(
+                ((t["default_date"] > as_of) & (t["default_date"] <= d_end)).mean()
+            ),
             "fraud_rate": float(((t["fraud_date"] > as_of) & (t["fraud_date"] <= f_end)).mean())
-            if "fraud_date" in t.columns else None,
+            if "fraud_date" in t.columns
+            else None,
             "rates_from": "truth",
         }
         if world_end is not None and d_end > world_end:
@@ -91,8 +105,11 @@ def outcome_rates(
 
 
 def month_stats(
-    decisions: pd.DataFrame, previous: pd.DataFrame | None, good: pd.Series,
-    explanations: pd.DataFrame | None, usable: pd.Series | None = None,
+    decisions: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    good: pd.Series,
+    explanations: pd.DataFrame | None,
+    usable: pd.Series | None = None,
 ) -> dict:
     """Adverse actions, downgrades by cause, and wrongful post-repayment downgrades for one month.
 
@@ -107,7 +124,11 @@ def month_stats(
     """
     dec = decisions.assign(user_id=decisions["user_id"].astype(str)).set_index("user_id")
     adverse = dec["action"].isin(ADVERSE_ACTIONS)
-    down_ids = set() if previous is None else set(select_downgrades(decisions, previous, usable)["user_id"])
+    down_ids = (
+        set()
+        if previous is None
+        else set(select_downgrades(decisions, previous, usable)["user_id"])
+    )
     down = pd.Series(dec.index.isin(list(down_ids)), index=dec.index)
     g = good.reindex(dec.index)
     known_good = g.fillna(False).astype(bool)
@@ -129,11 +150,20 @@ def month_stats(
 
 def _causes(down: pd.DataFrame, explanations: pd.DataFrame | None) -> dict[str, int]:
     if explanations is not None:
-        col = next((c for c in ("cause", "primary_cause", "top_cause") if c in explanations.columns), None)
+        col = next(
+            (c for c in ("cause", "primary_cause", "top_cause") if c in explanations.columns), None
+        )
         if col is None and len(explanations):
-            raise ValueError(f"explanation records lack a cause column (have {list(explanations.columns)[:10]})")
-        e = (explanations.assign(user_id=explanations["user_id"].astype(str)).drop_duplicates("user_id")
-             .set_index("user_id")[col] if col else pd.Series(dtype=object))
+            raise ValueError(
+                f"explanation records lack a cause column (have {list(explanations.columns)[:10]})"
+            )
+        e = (
+            explanations.assign(user_id=explanations["user_id"].astype(str))
+            .drop_duplicates("user_id")
+            .set_index("user_id")[col]
+            if col
+            else pd.Series(dtype=object)
+        )
         causes = e.reindex(down.index).fillna("not_explained")
         return {str(k): int(v) for k, v in causes.value_counts().sort_index().items()}
     # Without explanations: the policy rules that fired, else "model score".
@@ -142,17 +172,23 @@ def _causes(down: pd.DataFrame, explanations: pd.DataFrame | None) -> dict[str, 
     return {str(k): int(v) for k, v in first.value_counts().sort_index().items()}
 
 
-def _previous_decisions(decisions_dir: Path, months: list[pd.Timestamp], as_of: pd.Timestamp) -> pd.DataFrame | None:
+def _previous_decisions(
+    decisions_dir: Path, months: list[pd.Timestamp], as_of: pd.Timestamp
+) -> pd.DataFrame | None:
     """The decisions of the cycle month before `as_of` (None in the first month)."""
     i = months.index(as_of)
     return pd.read_parquet(decisions_path(decisions_dir, months[i - 1])) if i else None
 
 
-def stored_month_stats(decisions_dir: Path, months: list[pd.Timestamp], d: pd.Timestamp, good, explained) -> dict:
+def stored_month_stats(
+    decisions_dir: Path, months: list[pd.Timestamp], d: pd.Timestamp, good, explained
+) -> dict:
     """`month_stats` of the decisions at `d` against the month before (a defer's held line resolved)."""
     dec = pd.read_parquet(decisions_path(decisions_dir, d))
     prev = _previous_decisions(decisions_dir, months, d)
-    usable = None if prev is None else usable_before(decisions_dir, prev, months[months.index(d) - 1])
+    usable = (
+        None if prev is None else usable_before(decisions_dir, prev, months[months.index(d) - 1])
+    )
     return month_stats(dec, prev, good, explained, usable)
 
 

@@ -18,6 +18,7 @@ from training.metrics import psi
 
 log = logging.getLogger(__name__)
 
+
 def psi_table(
     reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], bins: int = 10
 ) -> pd.Series:
@@ -96,8 +97,11 @@ def feature_drift(
         if ref_empty or cur_empty:
             row["drifted"] = bool(ref_empty != cur_empty)
             row["note"] = (
-                "empty in both" if ref_empty and cur_empty
-                else "empty in reference" if ref_empty else "empty in current"
+                "empty in both"
+                if ref_empty and cur_empty
+                else "empty in reference"
+                if ref_empty
+                else "empty in current"
             )
         elif len(ref_vals) == 1 and len(cur_vals) == 1:
             # Wasserstein "normed" divides by the reference spread, which is 0 here.

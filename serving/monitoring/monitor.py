@@ -203,12 +203,19 @@ def summarise_monitoring(
             )
     important = important_features(model, settings.important_features_top_k)
     drift = feature_drift(
-        reference, current, important,
-        method=settings.drift_method, threshold=settings.drift_threshold,
-        psi_bins=settings.psi_bins, sample_rows=settings.drift_sample_rows, seed=seed,
+        reference,
+        current,
+        important,
+        method=settings.drift_method,
+        threshold=settings.drift_threshold,
+        psi_bins=settings.psi_bins,
+        sample_rows=settings.drift_sample_rows,
+        seed=seed,
     )
     others = [f for f in feats if f not in important]
-    psi_rest = {f: psi(reference[f].to_numpy(), current[f].to_numpy(), settings.psi_bins) for f in others}
+    psi_rest = {
+        f: psi(reference[f].to_numpy(), current[f].to_numpy(), settings.psi_bins) for f in others
+    }
     ref_pd = model.predict_proba(reference[feats])
     cur_pd = model.predict_proba(current[feats]) if current_pd is None else np.asarray(current_pd)
     # A feature counts as drifted when evidently's test says so and the shift is large enough
@@ -239,13 +246,18 @@ def summarise_monitoring(
             "current_mean_pd": float(np.mean(cur_pd)),
         },
         "estimate": estimated_performance(cur_pd),
-        "performance": {"matured_as_of": None, "baseline_gini": baseline_gini, "matured": {"available": False}},
+        "performance": {
+            "matured_as_of": None,
+            "baseline_gini": baseline_gini,
+            "matured": {"available": False},
+        },
         "misjudgement": {},
     }
     if matured is not None and len(matured):
-        ok = matured["label_default_12m_matured"].fillna(False).astype(bool) & matured[
-            "label_default_12m"
-        ].notna()
+        ok = (
+            matured["label_default_12m_matured"].fillna(False).astype(bool)
+            & matured["label_default_12m"].notna()
+        )
         rows = matured.loc[ok]
         perf = summary["performance"]
         perf["matured_as_of"] = pd.Timestamp(matured["as_of"].iloc[0]).strftime("%Y-%m-%d")
@@ -278,7 +290,8 @@ def latest_matured_as_of(
     T + horizon + margin (late-syncing payments) <= as_of."""
     as_of = pd.Timestamp(as_of)
     done = [
-        t for t in available_as_ofs(features_dir)
+        t
+        for t in available_as_ofs(features_dir)
         if t + pd.DateOffset(months=horizon_months) + pd.Timedelta(days=margin_days) <= as_of
     ]
     return done[-1] if done else None
@@ -296,7 +309,9 @@ def read_features(path: str | Path) -> pd.DataFrame:
 _PATH_TOKEN = re.compile(r"[^,;\s\[\]'\"]+")
 
 
-def reference_paths_from_lineage(run_params: dict[str, str], run_tags: dict[str, str]) -> list[Path]:
+def reference_paths_from_lineage(
+    run_params: dict[str, str], run_tags: dict[str, str]
+) -> list[Path]:
     """Feature tables named in a training run's params/tags that exist on disk (sorted).
 
     Training logs its training-set lineage as parameters or tags; any value that names an
@@ -353,11 +368,16 @@ def reference_paths_for(lineage: dict, features_dir: str | Path) -> list[Path]:
     train_dates = {str(x) for x in ((art.get("train") or {}).get("as_of") or [])}
     found: list[Path] = []
     for snap in art.get("snapshots") or []:
-        if str(snap.get("as_of")) in train_dates and snap.get("path") and Path(snap["path"]).exists():
+        if (
+            str(snap.get("as_of")) in train_dates
+            and snap.get("path")
+            and Path(snap["path"]).exists()
+        ):
             found.append(Path(snap["path"]))
     if not found:
         found = [
-            feature_table_path(features_dir, pd.Timestamp(d)) for d in sorted(train_dates)
+            feature_table_path(features_dir, pd.Timestamp(d))
+            for d in sorted(train_dates)
             if feature_table_path(features_dir, pd.Timestamp(d)).exists()
         ]
     if found:
@@ -379,7 +399,9 @@ def baseline_gini_from_metrics(metrics: dict[str, float]) -> float | None:
     return None
 
 
-def load_reference(paths: list[Path], columns: list[str], max_rows: int | None, seed: int) -> pd.DataFrame:
+def load_reference(
+    paths: list[Path], columns: list[str], max_rows: int | None, seed: int
+) -> pd.DataFrame:
     """Concatenate reference feature tables (model columns only), sampled to `max_rows`."""
     if not paths:
         raise ValueError(
@@ -462,15 +484,30 @@ def run_monitor(
         if decisions_path(decisions_dir, t).exists():
             matured_dec = pd.read_parquet(decisions_path(decisions_dir, t))
     summary, drift = summarise_monitoring(
-        as_of=as_of, model=model, reference=reference, current=current, settings=settings,
-        current_pd=current_pd, matured=matured, matured_decisions=matured_dec,
-        baseline_gini=baseline_gini, seed=seed,
+        as_of=as_of,
+        model=model,
+        reference=reference,
+        current=current,
+        settings=settings,
+        current_pd=current_pd,
+        matured=matured,
+        matured_decisions=matured_dec,
+        baseline_gini=baseline_gini,
+        seed=seed,
     )
     summary["reference"]["paths"] = [str(p) for p in reference_paths]
     summary["current"]["path"] = str(feature_table_path(features_dir, as_of))
     return write_monitoring(
-        summary, drift, reference, current, Path(reports_dir), tracking_uri,
-        html=html, log_to_mlflow=log_to_mlflow, seed=seed, sample_rows=settings.drift_sample_rows,
+        summary,
+        drift,
+        reference,
+        current,
+        Path(reports_dir),
+        tracking_uri,
+        html=html,
+        log_to_mlflow=log_to_mlflow,
+        seed=seed,
+        sample_rows=settings.drift_sample_rows,
     )
 
 
@@ -498,9 +535,18 @@ def write_monitoring(
     if html:
         cols = summary["drift"]["features_tested"]
         html_path = write_drift_report_html(
-            reference, current, cols, folder / "drift_report.html", sample_rows=sample_rows, seed=seed
+            reference,
+            current,
+            cols,
+            folder / "drift_report.html",
+            sample_rows=sample_rows,
+            seed=seed,
         )
-    run_id = log_monitoring_run(summary, folder, tracking_uri) if log_to_mlflow and tracking_uri else None
+    run_id = (
+        log_monitoring_run(summary, folder, tracking_uri)
+        if log_to_mlflow and tracking_uri
+        else None
+    )
     return MonitorOutput(summary, folder, summary_path, html_path, run_id)
 
 
@@ -516,12 +562,24 @@ def flatten_metrics(summary: dict) -> dict[str, float]:
         "trigger.retrain": float(summary["trigger"]["retrain"]),
     }
     m = summary["performance"].get("matured") or {}
-    for k in ("auc", "gini", "ks", "default_rate", "predicted_rate", "calibration_gap", "calibration_slope"):
+    for k in (
+        "auc",
+        "gini",
+        "ks",
+        "default_rate",
+        "predicted_rate",
+        "calibration_gap",
+        "calibration_slope",
+    ):
         out[f"matured.{k}"] = m.get(k)
     out["matured.gini_drop"] = summary["performance"].get("gini_drop")
     mis = (summary.get("misjudgement") or {}).get("overall") or {}
-    for k in ("wrongful_downgrade_rate", "wrongful_excess", "wrongful_per_10k_good",
-              "fraud_false_positive_rate"):
+    for k in (
+        "wrongful_downgrade_rate",
+        "wrongful_excess",
+        "wrongful_per_10k_good",
+        "fraud_false_positive_rate",
+    ):
         out[f"misjudgement.{k}"] = mis.get(k)
     return {k: float(v) for k, v in out.items() if _num(v)}
 
@@ -550,7 +608,10 @@ def log_monitoring_run(summary: dict, folder: Path, tracking_uri: str) -> str:
     client.log_batch(
         rid,
         metrics=[Metric(k, v, now, 0) for k, v in sorted(flatten_metrics(summary).items())],
-        params=[Param("as_of", summary["as_of"]), Param("drift_method", summary["drift"]["method"])],
+        params=[
+            Param("as_of", summary["as_of"]),
+            Param("drift_method", summary["drift"]["method"]),
+        ],
     )
     if summary["trigger"]["reasons"]:
         client.set_tag(rid, "creditline.reasons", " | ".join(summary["trigger"]["reasons"])[:4900])
@@ -611,8 +672,10 @@ def render_summary_html(summary: dict, drift: pd.DataFrame) -> str:
     import jinja2
 
     def fmt(x):
-        return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else (
-            f"{x:.4f}" if isinstance(x, float) else str(x)
+        return (
+            "n/a"
+            if x is None or (isinstance(x, float) and not math.isfinite(x))
+            else (f"{x:.4f}" if isinstance(x, float) else str(x))
         )
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)

@@ -32,9 +32,11 @@ def calibration_table(
     p = np.asarray(p, dtype="float64")
     edges = np.asarray(bands, dtype="float64")
     idx = np.searchsorted(edges, p, side="right")
-    labels = [f"<{edges[0]:g}"] + [
-        f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)
-    ] + [f">={edges[-1]:g}"]
+    labels = (
+        [f"<{edges[0]:g}"]
+        + [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        + [f">={edges[-1]:g}"]
+    )
     rows = []
     for i, label in enumerate(labels):
         mask = idx == i
@@ -43,8 +45,13 @@ def calibration_table(
             continue
         pred, obs = float(p[mask].mean()), float(y[mask].mean())
         rows.append(
-            {"band": label, "n": n, "predicted_rate": round(pred, 4),
-             "observed_rate": round(obs, 4), "gap": round(obs - pred, 4)}
+            {
+                "band": label,
+                "n": n,
+                "predicted_rate": round(pred, 4),
+                "observed_rate": round(obs, 4),
+                "gap": round(obs - pred, 4),
+            }
         )
     return pd.DataFrame(rows, columns=["band", "n", "predicted_rate", "observed_rate", "gap"])
 

@@ -36,8 +36,13 @@ def scoring_model(
 ) -> LoadedModel:
     """The one model record (`training.registry.LoadedModel`) from its parts (a booster in hand)."""
     return LoadedModel(
-        name=name, version=int(version), features=list(features), booster=booster,
-        calib_a=float(calib_a), calib_b=float(calib_b), encoding=encoding or {},
+        name=name,
+        version=int(version),
+        features=list(features),
+        booster=booster,
+        calib_a=float(calib_a),
+        calib_b=float(calib_b),
+        encoding=encoding or {},
     )
 
 

@@ -8,15 +8,33 @@ from features.contracts import COLUMNS
 
 HOUR = pd.Timedelta(hours=1)
 DEFAULTS = {
-    "users": {"age_band": 3, "income_band": 3, "city_tier": 2, "kyc_expiry_date": "2027-01-01", "initial_line_cny": 10_000.0},
+    "users": {
+        "age_band": 3,
+        "income_band": 3,
+        "city_tier": 2,
+        "kyc_expiry_date": "2027-01-01",
+        "initial_line_cny": 10_000.0,
+    },
     "loans": {"term_months": 3},
     "installments": {"due_date": "2000-01-01", "amount_due_cny": 0.0},
-    "bureau_accounts": {"lender_type": "bank", "close_date": None, "overdue_cny": 0.0, "dpd_bucket": 0},
+    "bureau_accounts": {
+        "lender_type": "bank",
+        "close_date": None,
+        "overdue_cny": 0.0,
+        "dpd_bucket": 0,
+    },
     "bureau_inquiries": {"lender_type": "bank"},
     "app_events": {"event_type": "login", "ip_prefix_token": "ip_x"},
     "line_history": {"old_line_cny": 0.0},
 }
-TIME_COLS = ("event_time", "available_time", "kyc_expiry_date", "due_date", "open_date", "close_date")
+TIME_COLS = (
+    "event_time",
+    "available_time",
+    "kyc_expiry_date",
+    "due_date",
+    "open_date",
+    "close_date",
+)
 
 
 def frame(table: str, rows: list[dict]) -> pd.DataFrame:

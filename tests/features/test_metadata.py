@@ -40,7 +40,10 @@ def test_model_feature_lists_and_constraints():
     assert set(fraud) < set(credit)
     assert not any(c.startswith(("ctx_", "fresh_", "label_")) for c in credit)
     assert "graph_device_shared_users_cnt" in fraud and "inst_dpd_max_12m" not in fraud
-    assert metadata.monotone_constraints(["inst_ontime_streak_cnt", "bureau_inquiries_cnt_3m"]) == [-1, 1]
+    assert metadata.monotone_constraints(["inst_ontime_streak_cnt", "bureau_inquiries_cnt_3m"]) == [
+        -1,
+        1,
+    ]
     with pytest.raises(KeyError, match="no_such_feature"):
         metadata.monotone_constraints(["no_such_feature"])
     with pytest.raises(ValueError, match="unknown model"):

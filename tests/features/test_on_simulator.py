@@ -14,14 +14,22 @@ from features.sql import MACROS
 def test_sql_schedule_matches_features_schedule():
     # month ends, leap days, late-evening draws: add_months in SQL == features.schedule.due_date
     rng = np.random.default_rng(0)
-    draws = pd.Timestamp("2023-12-01") + pd.to_timedelta(rng.integers(0, 900 * 86400, 400), unit="s")
-    draws = draws.append(pd.DatetimeIndex(["2024-01-31 23:59", "2024-02-29 12:00", "2023-08-31 00:00"]))
+    draws = pd.Timestamp("2023-12-01") + pd.to_timedelta(
+        rng.integers(0, 900 * 86400, 400), unit="s"
+    )
+    draws = draws.append(
+        pd.DatetimeIndex(["2024-01-31 23:59", "2024-02-29 12:00", "2023-08-31 00:00"])
+    )
     seqs = rng.integers(1, 13, len(draws))
     con = duckdb.connect()
     for m in MACROS:
         con.execute(m)
     frame = pd.DataFrame({"draw": draws.astype("datetime64[ns]"), "seq": seqs})
-    got = con.execute("SELECT add_months(draw, seq) AS due FROM frame").df()["due"].to_numpy("datetime64[ns]")
+    got = (
+        con.execute("SELECT add_months(draw, seq) AS due FROM frame")
+        .df()["due"]
+        .to_numpy("datetime64[ns]")
+    )
     np.testing.assert_array_equal(got, due_date(frame["draw"].to_numpy(), frame["seq"].to_numpy()))
 
 
@@ -29,7 +37,9 @@ def test_builds_on_a_simulated_world(tmp_path):
     from features.simulator import simulate_world
 
     simulate_world(users=150, months=13, seed=2, out_dir=tmp_path, progress=False)
-    path = build_feature_table(tmp_path / "raw", tmp_path / "features", "2024-12-01", tmp_path / "q")
+    path = build_feature_table(
+        tmp_path / "raw", tmp_path / "features", "2024-12-01", tmp_path / "q"
+    )
     df = pd.read_parquet(path)
     assert len(df) > 100 and df["user_id"].is_unique
     # columns with a fill value (counts, amounts) are never NaN

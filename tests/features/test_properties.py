@@ -10,14 +10,25 @@ from hypothesis import strategies as st
 from benchmarks.raw_world import make_world
 from features.builder import FEATURE_COLUMNS, LABEL_COLUMNS, build_features
 
-SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+SETTINGS = settings(
+    max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
 START = pd.Timestamp("2024-01-01")
-WORLD, EXTRACTED = make_world(users=25, months=15, seed=3, start=str(START.date()), incident_days=(-140, -100))
+WORLD, EXTRACTED = make_world(
+    users=25, months=15, seed=3, start=str(START.date()), incident_days=(-140, -100)
+)
 # Columns that depend on the whole book rather than on one user's rows.
-BOOK_COLUMNS = [c for c in FEATURE_COLUMNS if c.startswith("graph_") or c in (
-    "fresh_payments_lag_share_7d", "fresh_sync_lag_flag", "fresh_stale") or (c.startswith("fresh_") and c.endswith("_age_days"))]
+BOOK_COLUMNS = [
+    c
+    for c in FEATURE_COLUMNS
+    if c.startswith("graph_")
+    or c in ("fresh_payments_lag_share_7d", "fresh_sync_lag_flag", "fresh_stale")
+    or (c.startswith("fresh_") and c.endswith("_age_days"))
+]
 
-as_ofs = st.integers(min_value=120, max_value=440).map(lambda d: (START + pd.Timedelta(days=d)).normalize())
+as_ofs = st.integers(min_value=120, max_value=440).map(
+    lambda d: (START + pd.Timedelta(days=d)).normalize()
+)
 
 
 def build(tables, as_of):
@@ -53,7 +64,9 @@ def test_rows_available_after_as_of_never_change_a_feature(as_of, seed, frac):
 @SETTINGS
 @given(as_of=as_ofs, seed=st.integers(0, 2**16))
 def test_row_order_never_changes_anything(as_of, seed):
-    shuffled = {t: df.sample(frac=1.0, random_state=seed).reset_index(drop=True) for t, df in WORLD.items()}
+    shuffled = {
+        t: df.sample(frac=1.0, random_state=seed).reset_index(drop=True) for t, df in WORLD.items()
+    }
     pd.testing.assert_frame_equal(build(WORLD, as_of), build(shuffled, as_of))
 
 

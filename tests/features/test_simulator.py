@@ -202,7 +202,12 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     rose = bur["dpd_bucket"] > bur.groupby("account_id")["dpd_bucket"].shift().fillna(0)
     first_report = ~bur["account_id"].duplicated()
     q = _raw(out, "bureau_inquiries")
-    shown = pd.concat([bur.loc[rose | first_report, ["user_id", "available_time"]], q[["user_id", "available_time"]]])
+    shown = pd.concat(
+        [
+            bur.loc[rose | first_report, ["user_id", "available_time"]],
+            q[["user_id", "available_time"]],
+        ]
+    )
     seen = set(zip(shown["user_id"], month(shown["available_time"]), strict=True))
     b = um[um["cause_bureau"]]
     assert len(b) > 20
@@ -218,7 +223,9 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
     tot = rep.groupby(["user_id", "m"])[["balance_cny", "limit_cny"]].sum()
     tot["ratio"] = tot["balance_cny"] / tot["limit_cny"]
     prev = tot.groupby(level="user_id").shift()
-    up = tot[(tot["balance_cny"] > prev["balance_cny"] + 0.5) | (tot["ratio"] > prev["ratio"] + 1e-9)]
+    up = tot[
+        (tot["balance_cny"] > prev["balance_cny"] + 0.5) | (tot["ratio"] > prev["ratio"] + 1e-9)
+    ]
     up_avail = {(u, m + pd.offsets.MonthBegin(1)) for u, m in up.index}
     d = um[um["drift_bureau_debt"]]
     assert len(d) > 100

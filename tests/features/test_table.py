@@ -37,8 +37,15 @@ def test_table_and_manifest(raw_dir, tmp_path):
     assert m["features"] == list(FEATURE_COLUMNS)
     assert m["metadata_version"] == METADATA_VERSION
     assert m["input_digests"]["loans"] == file_digest(raw_dir / "loans")
-    assert set(m["input_digests"]) == {"users", "loans", "installments", "bureau_accounts",
-                                       "bureau_inquiries", "app_events", "line_history"}
+    assert set(m["input_digests"]) == {
+        "users",
+        "loans",
+        "installments",
+        "bureau_accounts",
+        "bureau_inquiries",
+        "app_events",
+        "line_history",
+    }
     # the bad draw was quarantined with its reason, not dropped silently
     assert m["quarantined_rows"]["loans"] == 1
     q = pd.read_parquet(tmp_path / "quarantine" / "loans" / "quarantine.parquet")
@@ -68,10 +75,17 @@ def test_cli_builds_and_reports(raw_dir, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    res = runner.invoke(app, ["features", "build", "--as-of", "2024-10-01", "--raw", str(raw_dir), "--out", "feat"])
+    res = runner.invoke(
+        app, ["features", "build", "--as-of", "2024-10-01", "--raw", str(raw_dir), "--out", "feat"]
+    )
     assert res.exit_code == 0, res.output
     assert "loans:" in res.output and "1 quarantined" in res.output
     assert "wrote feat/as_of=2024-10-01/features.parquet" in res.output
-    bad = runner.invoke(app, ["features", "build", "--as-of", "2020-01-01", "--raw", str(raw_dir), "--out", "feat"])
+    bad = runner.invoke(
+        app, ["features", "build", "--as-of", "2020-01-01", "--raw", str(raw_dir), "--out", "feat"]
+    )
     assert bad.exit_code == 2 and "not after the data starts" in bad.output
-    assert "Example: creditline features build" in runner.invoke(app, ["features", "build", "--help"]).output
+    assert (
+        "Example: creditline features build"
+        in runner.invoke(app, ["features", "build", "--help"]).output
+    )

@@ -37,9 +37,9 @@ def test_calibration_table_and_error():
     assert t["rows"].tolist() == [2, 2]
     assert t["mean_pred"].tolist() == pytest.approx([0.15, 0.75])
     assert t["observed_rate"].tolist() == [0.0, 1.0]
-    assert evaluation.calibration_error([0, 0, 1, 1], [0.1, 0.2, 0.7, 0.8], bins=2) == pytest.approx(
-        (0.15 + 0.25) / 2
-    )
+    assert evaluation.calibration_error(
+        [0, 0, 1, 1], [0.1, 0.2, 0.7, 0.8], bins=2
+    ) == pytest.approx((0.15 + 0.25) / 2)
 
 
 def test_lift_table_top_decile_first():

@@ -158,8 +158,14 @@ def _records(users: list[str], **columns) -> pd.DataFrame:
 def test_fidelity_figures_from_truth():
     records = _records(
         ["a", "b", "c", "d", "e", "f"],
-        cause=["risk_bureau", "system_data", "policy", "risk_behaviour", "risk_behaviour",
-               "model_update"],  # fmt: skip
+        cause=[
+            "risk_bureau",
+            "system_data",
+            "policy",
+            "risk_behaviour",
+            "risk_behaviour",
+            "model_update",
+        ],  # fmt: skip
         freshness_flag=[False, True, False, False, False, False],
         repaid_in_full_30d=[True, True, False, False, False, False],
         additivity_error=[1e-12, 0.0, 0.0, 2e-12, 0.0, 0.0],

@@ -31,8 +31,15 @@ def _model_settings() -> dict:
 def _world(tmp_path, scenarios, months, seed):
     from features.simulator import simulate_world
 
-    simulate_world(users=USERS, months=months, seed=seed, scenarios=scenarios, start="2024-01-01",
-                   out_dir=tmp_path, progress=False)
+    simulate_world(
+        users=USERS,
+        months=months,
+        seed=seed,
+        scenarios=scenarios,
+        start="2024-01-01",
+        out_dir=tmp_path,
+        progress=False,
+    )
     return tmp_path / "raw"
 
 
@@ -43,11 +50,32 @@ def _champion(fdir, uri, train, oot):
     from training.train import train_on_feature_tables
 
     gates = GatesConfig().model_dump()
-    res = train_on_feature_tables("credit", fdir, train, oot, tracking_uri=uri,
-                                  settings=_model_settings(), gates=gates, seed=1, num_threads=2)
-    promote("credit-pd", res.version, tracking_uri=uri,
-            **{k: gates[k] for k in ("auc_margin", "min_auc", "calibration_tolerance", "psi_alert",
-                                     "monotone_sample_rows")})
+    res = train_on_feature_tables(
+        "credit",
+        fdir,
+        train,
+        oot,
+        tracking_uri=uri,
+        settings=_model_settings(),
+        gates=gates,
+        seed=1,
+        num_threads=2,
+    )
+    promote(
+        "credit-pd",
+        res.version,
+        tracking_uri=uri,
+        **{
+            k: gates[k]
+            for k in (
+                "auc_margin",
+                "min_auc",
+                "calibration_tolerance",
+                "psi_alert",
+                "monotone_sample_rows",
+            )
+        },
+    )
     client = open_client(uri)
     if current_version(client, "credit-pd", CHAMPION) is None:  # first model: nothing to beat
         client.set_registered_model_alias("credit-pd", CHAMPION, str(res.version))
@@ -77,8 +105,15 @@ def test_macro_shock_triggers_a_retrain_whose_challenger_beats_the_champion(tmp_
     build_month_tables(raw, fdir, tmp_path / "q", pre + post + [decision], threads=2)
     v1 = _champion(fdir, uri, [f"{d:%Y-%m-%d}" for d in pre[:-1]], f"{pre[-1]:%Y-%m-%d}")
 
-    mon = run_monitor(as_of=decision, features_dir=fdir, decisions_dir=tmp_path / "decisions",
-                      reports_dir=tmp_path / "reports", tracking_uri=uri, settings=SETTINGS, html=False)
+    mon = run_monitor(
+        as_of=decision,
+        features_dir=fdir,
+        decisions_dir=tmp_path / "decisions",
+        reports_dir=tmp_path / "reports",
+        tracking_uri=uri,
+        settings=SETTINGS,
+        html=False,
+    )
     s = mon.summary
     assert s["champion"]["version"] == v1
     assert s["reference"]["rows"] > 0 and len(s["reference"]["paths"]) == len(pre) - 1
@@ -89,10 +124,18 @@ def test_macro_shock_triggers_a_retrain_whose_challenger_beats_the_champion(tmp_
     assert s["performance"]["matured_as_of"] == "2025-02-28"
     assert abs(s["performance"]["matured"]["calibration_gap"]) > 0.01
 
-    out = retrain(as_of=decision, features_dir=fdir, decisions_dir=tmp_path / "decisions",
-                  tracking_uri=uri, reasons=s["trigger"]["reasons"], model_settings=_model_settings(),
-                  gate_settings=GatesConfig().model_dump(), window_months=4, seed=1,
-                  decision_log_dir=tmp_path / "decisions" / "log")
+    out = retrain(
+        as_of=decision,
+        features_dir=fdir,
+        decisions_dir=tmp_path / "decisions",
+        tracking_uri=uri,
+        reasons=s["trigger"]["reasons"],
+        model_settings=_model_settings(),
+        gate_settings=GatesConfig().model_dump(),
+        window_months=4,
+        seed=1,
+        decision_log_dir=tmp_path / "decisions" / "log",
+    )
     assert out.train_as_of == [f"{d:%Y-%m-%d}" for d in post[:-1]] and out.oot_as_of == "2025-02-28"
     bt = out.backtest
     assert bt["challenger"]["log_loss"] < bt["champion"]["log_loss"]
@@ -116,9 +159,15 @@ def test_world_without_scenarios_raises_no_alarm_over_12_months(tmp_path, uri):
     _champion(fdir, uri, [f"{d:%Y-%m-%d}" for d in boot[:-1]], f"{boot[-1]:%Y-%m-%d}")
     alarms = {}
     for d in watch:
-        s = run_monitor(as_of=d, features_dir=fdir, decisions_dir=tmp_path / "decisions",
-                        reports_dir=tmp_path / "reports", tracking_uri=uri, settings=SETTINGS,
-                        html=False).summary
+        s = run_monitor(
+            as_of=d,
+            features_dir=fdir,
+            decisions_dir=tmp_path / "decisions",
+            reports_dir=tmp_path / "reports",
+            tracking_uri=uri,
+            settings=SETTINGS,
+            html=False,
+        ).summary
         if s["trigger"]["retrain"]:
             alarms[s["as_of"]] = s["trigger"]["reasons"]
     assert alarms == {}

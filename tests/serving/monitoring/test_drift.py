@@ -58,21 +58,25 @@ def test_psi_rejects_empty_sample():
 
 def _frames(n=3000, seed=1):
     rng = np.random.default_rng(seed)
-    ref = pd.DataFrame({
-        "shifted": rng.normal(0, 1, n),
-        "stable": rng.normal(5, 2, n),
-        "rate": rng.random(n),
-        "const": np.zeros(n),
-        "gone": rng.normal(size=n),
-    })
+    ref = pd.DataFrame(
+        {
+            "shifted": rng.normal(0, 1, n),
+            "stable": rng.normal(5, 2, n),
+            "rate": rng.random(n),
+            "const": np.zeros(n),
+            "gone": rng.normal(size=n),
+        }
+    )
     rng2 = np.random.default_rng(seed + 1)
-    cur = pd.DataFrame({
-        "shifted": rng2.normal(0.8, 1, n),
-        "stable": rng2.normal(5, 2, n),
-        "rate": rng2.random(n),
-        "const": np.zeros(n),
-        "gone": np.full(n, np.nan),
-    })
+    cur = pd.DataFrame(
+        {
+            "shifted": rng2.normal(0.8, 1, n),
+            "stable": rng2.normal(5, 2, n),
+            "rate": rng2.random(n),
+            "const": np.zeros(n),
+            "gone": np.full(n, np.nan),
+        }
+    )
     return ref, cur
 
 
@@ -104,7 +108,9 @@ def test_feature_drift_names_missing_columns():
 
 def test_drift_report_html_is_written(tmp_path):
     ref, cur = _frames(n=400)
-    path = write_drift_report_html(ref, cur, ["shifted", "stable", "gone"], tmp_path / "r" / "d.html")
+    path = write_drift_report_html(
+        ref, cur, ["shifted", "stable", "gone"], tmp_path / "r" / "d.html"
+    )
     text = path.read_text()
     assert path.exists() and "shifted" in text and len(text) > 10_000
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]

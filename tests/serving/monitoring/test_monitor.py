@@ -28,16 +28,35 @@ def ref_and_model():
 
 # ---- trigger rules (pure) -------------------------------------------------------------------
 
-def _summary(share=0.0, psi=0.01, n=1000, gini=0.5, drop=0.0, gap=0.0, wrong=0.7, downs=500, se=0.01):
+
+def _summary(
+    share=0.0, psi=0.01, n=1000, gini=0.5, drop=0.0, gap=0.0, wrong=0.7, downs=500, se=0.01
+):
     return {
         "drift": {"drifted_share": share, "drifted": ["x"] if share else []},
         "score": {"psi": psi},
-        "performance": {"baseline_gini": gini + drop, "gini_drop": drop,
-                        "matured": {"available": True, "n": n, "gini": gini, "calibration_gap": gap,
-                                    "auc_se": se, "default_rate_se": 0.002,
-                                    "default_rate": 0.05 + gap, "predicted_rate": 0.05}},
-        "misjudgement": {"overall": {"wrongful_downgrade_rate": wrong, "downgraded_matured": downs,
-                                     "expected_wrongful_rate": 0.7, "wrongful_excess": wrong - 0.7}},
+        "performance": {
+            "baseline_gini": gini + drop,
+            "gini_drop": drop,
+            "matured": {
+                "available": True,
+                "n": n,
+                "gini": gini,
+                "calibration_gap": gap,
+                "auc_se": se,
+                "default_rate_se": 0.002,
+                "default_rate": 0.05 + gap,
+                "predicted_rate": 0.05,
+            },
+        },
+        "misjudgement": {
+            "overall": {
+                "wrongful_downgrade_rate": wrong,
+                "downgraded_matured": downs,
+                "expected_wrongful_rate": 0.7,
+                "wrongful_excess": wrong - 0.7,
+            }
+        },
     }
 
 
@@ -71,20 +90,30 @@ def test_should_retrain_rules(kwargs, fires):
 
 
 def test_should_retrain_without_matured_labels_uses_drift_only():
-    s = {"drift": {"drifted_share": 0.0}, "score": {"psi": 0.0},
-         "performance": {"matured": {"available": False}}, "misjudgement": {}}
+    s = {
+        "drift": {"drifted_share": 0.0},
+        "score": {"psi": 0.0},
+        "performance": {"matured": {"available": False}},
+        "misjudgement": {},
+    }
     assert should_retrain(s, SETTINGS) == (False, [])
 
 
 # ---- the summary on real frames ---------------------------------------------------------------
+
 
 def test_stable_month_raises_no_alarm(ref_and_model):
     ref, model = ref_and_model
     cur = make_table(3000, "2024-07-31", seed=2)
     matured = make_table(3000, "2023-07-31", seed=3)
     summary, drift = summarise_monitoring(
-        as_of=pd.Timestamp("2024-07-31"), model=model, reference=ref, current=cur, settings=SETTINGS,
-        matured=matured, matured_decisions=decisions_for(matured, model),
+        as_of=pd.Timestamp("2024-07-31"),
+        model=model,
+        reference=ref,
+        current=cur,
+        settings=SETTINGS,
+        matured=matured,
+        matured_decisions=decisions_for(matured, model),
         baseline_gini=None,
     )
     assert summary["trigger"] == {"retrain": False, "reasons": []}
@@ -104,7 +133,11 @@ def test_shifted_month_triggers_with_reasons(ref_and_model):
     ref, model = ref_and_model
     cur = make_table(3000, "2024-07-31", seed=2, shift=1.0)
     summary, drift = summarise_monitoring(
-        as_of=pd.Timestamp("2024-07-31"), model=model, reference=ref, current=cur, settings=SETTINGS,
+        as_of=pd.Timestamp("2024-07-31"),
+        model=model,
+        reference=ref,
+        current=cur,
+        settings=SETTINGS,
     )
     drifted = set(drift.loc[drift["drifted"], "feature"])
     assert "bureau_inquiries_cnt_1m" in drifted and "util_ratio_now" not in drifted
@@ -118,38 +151,64 @@ def test_concept_drift_shows_in_matured_calibration_not_in_the_estimate(ref_and_
     cur = make_table(3000, "2025-07-31", seed=5)
     matured = make_table(3000, "2024-07-31", seed=4, concept=2.5)  # same features, more defaults
     summary, _ = summarise_monitoring(
-        as_of=pd.Timestamp("2025-07-31"), model=model, reference=ref, current=cur, settings=SETTINGS,
-        matured=matured, baseline_gini=0.5,
+        as_of=pd.Timestamp("2025-07-31"),
+        model=model,
+        reference=ref,
+        current=cur,
+        settings=SETTINGS,
+        matured=matured,
+        baseline_gini=0.5,
     )
     m = summary["performance"]["matured"]
     assert m["calibration_gap"] > 0.03  # observed defaults well above predicted
-    assert summary["estimate"]["expected_default_rate"] == pytest.approx(m["predicted_rate"], abs=0.02)
+    assert summary["estimate"]["expected_default_rate"] == pytest.approx(
+        m["predicted_rate"], abs=0.02
+    )
     assert any(r.startswith("calibration") for r in summary["trigger"]["reasons"])
 
 
 def test_missing_feature_is_named(ref_and_model):
     ref, model = ref_and_model
     with pytest.raises(ValueError, match="current feature table lacks 1 of champion v1"):
-        summarise_monitoring(as_of=pd.Timestamp("2024-07-31"), model=model, reference=ref,
-                             current=ref.drop(columns=["util_ratio_now"]), settings=SETTINGS)
+        summarise_monitoring(
+            as_of=pd.Timestamp("2024-07-31"),
+            model=model,
+            reference=ref,
+            current=ref.drop(columns=["util_ratio_now"]),
+            settings=SETTINGS,
+        )
 
 
 # ---- IO: paths, lineage, reports, MLflow -------------------------------------------------------
+
 
 def test_latest_matured_as_of_respects_horizon_and_margin(tmp_path):
     for d in ("2024-01-31", "2024-02-29", "2024-03-31"):
         write_parquet(pd.DataFrame({"a": [1]}), tmp_path / f"as_of={d}" / "features.parquet")
     # 2024-02-29 + 12 months = 2025-02-28, + 14 days = 2025-03-14
-    assert latest_matured_as_of(tmp_path, pd.Timestamp("2025-03-13"), 12) == pd.Timestamp("2024-01-31")
-    assert latest_matured_as_of(tmp_path, pd.Timestamp("2025-03-14"), 12) == pd.Timestamp("2024-02-29")
+    assert latest_matured_as_of(tmp_path, pd.Timestamp("2025-03-13"), 12) == pd.Timestamp(
+        "2024-01-31"
+    )
+    assert latest_matured_as_of(tmp_path, pd.Timestamp("2025-03-14"), 12) == pd.Timestamp(
+        "2024-02-29"
+    )
     assert latest_matured_as_of(tmp_path, pd.Timestamp("2024-12-31"), 12) is None
 
 
 def test_reference_and_baseline_from_training_lineage(tmp_path):
     p = write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "as_of=2024-03-31" / "features.parquet")
-    lineage = {"params": {}, "tags": {}, "lineage_json": {
-        "train": {"as_of": ["2024-03-31", "2024-04-30"]}, "oot": {"as_of": ["2024-05-31"]},
-        "snapshots": [{"as_of": "2024-03-31", "path": str(p)}, {"as_of": "2024-05-31", "path": "x"}]}}
+    lineage = {
+        "params": {},
+        "tags": {},
+        "lineage_json": {
+            "train": {"as_of": ["2024-03-31", "2024-04-30"]},
+            "oot": {"as_of": ["2024-05-31"]},
+            "snapshots": [
+                {"as_of": "2024-03-31", "path": str(p)},
+                {"as_of": "2024-05-31", "path": "x"},
+            ],
+        },
+    }
     assert reference_paths_for(lineage, tmp_path) == [p]
     only_params = {"params": {"train_tables": f"{p},/nope/features.parquet"}, "tags": {}}
     assert reference_paths_for(only_params, tmp_path / "elsewhere") == [p]
@@ -170,9 +229,16 @@ def test_run_monitor_writes_reports_and_logs_a_run(tmp_path, ref_and_model, monk
     write_parquet(cur, fdir / "as_of=2024-07-31" / "features.parquet")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = run_monitor(
-        as_of=pd.Timestamp("2024-07-31"), features_dir=fdir, decisions_dir=ddir, reports_dir=rdir,
-        tracking_uri=uri, settings=SETTINGS, model=model, reference_paths=[ref_path],
-        baseline_gini=0.5, html=False,
+        as_of=pd.Timestamp("2024-07-31"),
+        features_dir=fdir,
+        decisions_dir=ddir,
+        reports_dir=rdir,
+        tracking_uri=uri,
+        settings=SETTINGS,
+        model=model,
+        reference_paths=[ref_path],
+        baseline_gini=0.5,
+        html=False,
     )
     folder = rdir / "monitoring" / "as_of=2024-07-31"
     assert out.folder == folder
@@ -194,7 +260,12 @@ def test_run_monitor_writes_reports_and_logs_a_run(tmp_path, ref_and_model, monk
 def test_summary_is_deterministic_and_psi_ignores_row_order(ref_and_model):
     ref, model = ref_and_model
     cur = make_table(2500, "2024-07-31", seed=2, shift=0.3)
-    kw = {"as_of": pd.Timestamp("2024-07-31"), "model": model, "reference": ref, "settings": SETTINGS}
+    kw = {
+        "as_of": pd.Timestamp("2024-07-31"),
+        "model": model,
+        "reference": ref,
+        "settings": SETTINGS,
+    }
     a, _ = summarise_monitoring(current=cur, **kw)
     b, _ = summarise_monitoring(current=cur, **kw)
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

@@ -60,19 +60,23 @@ def test_matured_performance_refuses_nan_labels():
 
 
 def test_misjudgements_count_wrongful_downgrades_and_cleared_fraud_flags():
-    decisions = pd.DataFrame({
-        "user_id": ["a", "b", "c", "d", "e", "f"],
-        "action": ["lower", "close", "keep", "freeze", "lower", "raise"],
-        "fraud_p": [0.1, 0.9, 0.8, 0.2, 0.1, 0.95],
-        "seg": ["x", "x", "x", "y", "y", "y"],
-    })
-    labels = pd.DataFrame({
-        "user_id": ["a", "b", "c", "d", "e", "f"],
-        "label_default_12m": [0.0, 1.0, 0.0, 0.0, np.nan, 0.0],
-        "label_default_12m_matured": [True, True, True, True, False, True],
-        "label_fraud_90d": [0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
-        "label_fraud_90d_matured": [True, True, True, True, True, True],
-    })
+    decisions = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d", "e", "f"],
+            "action": ["lower", "close", "keep", "freeze", "lower", "raise"],
+            "fraud_p": [0.1, 0.9, 0.8, 0.2, 0.1, 0.95],
+            "seg": ["x", "x", "x", "y", "y", "y"],
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d", "e", "f"],
+            "label_default_12m": [0.0, 1.0, 0.0, 0.0, np.nan, 0.0],
+            "label_default_12m_matured": [True, True, True, True, False, True],
+            "label_fraud_90d": [0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+            "label_fraud_90d_matured": [True, True, True, True, True, True],
+        }
+    )
     out = misjudgements(decisions, labels, segments=["seg"])
     o = out["overall"]
     # matured downgrades: a (good), b (defaulted), d (good); e is not matured.

@@ -452,9 +452,7 @@ def test_appetite_line_multiplier_tightens_moving_lines_not_the_same_users_every
     #   moving PD2 -> PD3 (pd 0.11): 10000 x 0.7 x 0.9 = 6300 -> lower, tighter than 7000.
     cal = [{"name": "risk_appetite", "start": "2026-10-01", "params": {"line_multiplier": 0.9}}]
     pol = load_policy(calendar=cal)
-    out = decide_lines(
-        rows({}, {"prev_band": "PD2"}, {"pd": 0.11, "prev_band": "PD2"}), pol, AS_OF
-    )
+    out = decide_lines(rows({}, {"prev_band": "PD2"}, {"pd": 0.11, "prev_band": "PD2"}), pol, AS_OF)
     assert out["action"].tolist() == ["lower", "keep", "lower"]
     assert out["new_line_cny"].tolist() == [9000.0, 10000.0, 6300.0]
 

@@ -130,7 +130,9 @@ def test_rerun_is_idempotent_and_a_new_model_appends(tmp_path, models, policy):
     # A new champion version re-decides the day: decisions replaced, log keeps both runs' records.
     newer = {
         **models,
-        "credit": scoring_model("credit-pd", 4, CREDIT_FEATURES, models["credit"].booster, 1.1, 0.2),
+        "credit": scoring_model(
+            "credit-pd", 4, CREDIT_FEATURES, models["credit"].booster, 1.1, 0.2
+        ),
     }
     third = run(table, newer, policy, out_dir)
     log = pd.read_parquet(third.log_path)
