@@ -37,7 +37,7 @@ def monitor(
 
     Example: creditline monitor --as-of 2025-06-30
     """
-    from serving.monitoring.monitor import MonitorSettings, run_monitor
+    from serving.monitoring.monitor import run_monitor
     from training.tracking import tracking_uri
 
     cfg = config_or_exit(config)
@@ -49,7 +49,7 @@ def monitor(
             decisions_dir=cfg.paths.decisions,
             reports_dir=cfg.paths.reports,
             tracking_uri=uri,
-            settings=MonitorSettings.from_mapping(cfg.monitor.model_dump()),
+            settings=cfg.monitor,
             reference_paths=list(reference) if reference else None,
             html=html,
             seed=cfg.training.seed,

@@ -32,6 +32,7 @@ from features.catalog import (
     feature_table_path,
     model_ops_path,
 )
+from serving.config import MonitorConfig
 from serving.loop.evaluation import (
     good_repayers,
     outcome_rates,
@@ -40,7 +41,6 @@ from serving.loop.evaluation import (
     stored_month_stats,
 )
 from serving.monitoring.monitor import (
-    MonitorSettings,
     champion_lineage,
     reference_paths_for,
     run_monitor,
@@ -65,18 +65,12 @@ def month_ends(start: pd.Timestamp | str, end: pd.Timestamp | str) -> list[pd.Ti
 
 @dataclass(frozen=True)
 class CycleSettings:
-    """Plain values for the loop (from MonitorConfig, ModelConfig, GatesConfig, ScoringConfig)."""
+    """What the loop needs besides paths: the monitor section as it is, model and gate settings
+    (plain values for training), the scoring inputs, seed and threads."""
 
-    monitor: MonitorSettings
-    model: dict
-    gates: dict
-    retrain_window_months: int = 6
-    retrain_cooldown_months: int = 3
-    auto_promote: bool = True
-    bootstrap_months: int = 6
-    html_report: str = "alarm"  # always | alarm | never
-    baseline_arm: bool = True
-    bootstrap_gate_override: str | None = None  # who approved a failing first model, and why
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    model: dict = field(default_factory=dict)
+    gates: dict = field(default_factory=dict)
     policy_file: str | None = None
     calendar: str | None = None
     max_source_age_days: dict | None = None
@@ -178,7 +172,7 @@ def bootstrap_models(
 
     Returns the champion version per model and what happened (one event per model trained).
     A model that fails its gates never decides silently (`training.promote.promote_first`):
-    an existing champion is kept; with none, only `s.bootstrap_gate_override` lets it decide,
+    an existing champion is kept; with none, only `s.monitor.bootstrap_gate_override` lets it decide,
     as a recorded governance exception; otherwise `GatesRefused` stops the loop.
     """
     from training.promote import promote_first
@@ -219,7 +213,7 @@ def bootstrap_models(
             res.version,
             tracking_uri=tracking_uri,
             gates=s.gates,
-            override=s.bootstrap_gate_override,
+            override=s.monitor.bootstrap_gate_override,
             as_of=oot_s,
         )
         out[name] = int(pr.champion_after)
@@ -406,7 +400,9 @@ def _run_cycle(
     s = settings
     timer = _Timer()
     months = month_ends(start, end)
-    boot = [months[0] - pd.offsets.MonthEnd(k) for k in range(s.bootstrap_months + 1, 0, -1)]
+    boot = [
+        months[0] - pd.offsets.MonthEnd(k) for k in range(s.monitor.bootstrap_months + 1, 0, -1)
+    ]
     t0 = time.perf_counter()
     build_month_tables(raw_dir, features_dir, quarantine_dir, boot + months, s.num_threads)
     timer.add("features", t0)
@@ -423,7 +419,7 @@ def _run_cycle(
     policy = load_policy(s.policy_file, calendar)
     frozen = (
         _load_models(tracking_uri, first[CREDIT_MODEL], first[FRAUD_MODEL])
-        if s.baseline_arm
+        if s.monitor.baseline_arm
         else None
     )
     baseline_dir = reports_dir / "cycle" / "no_loop_decisions"  # removed by `make clean`
@@ -492,7 +488,8 @@ def _run_cycle(
             model=models["credit"],
             reference_paths=ref_paths,
             baseline_gini=baseline_gini_from_metrics(lineage["metrics"]),
-            html=s.html_report == "always" or (s.html_report != "never" and d == months[-1]),
+            html=s.monitor.html_report == "always"
+            or (s.monitor.html_report != "never" and d == months[-1]),
             log_to_mlflow=True,
             seed=s.seed,
         )
@@ -505,7 +502,7 @@ def _run_cycle(
                 " | ".join(e.line() for e in exceptions)[:4900],
             )
         onset = summary["trigger"]["retrain"] and not (per_month and per_month[-1]["drift_alarm"])
-        if onset and s.html_report == "alarm" and mon.html_path is None:
+        if onset and s.monitor.html_report == "alarm" and mon.html_path is None:
             # A person will look at a new alarm: give them the distributions too (once per
             # alarm episode; the preset report costs 10-20 s).
             from serving.monitoring.drift import write_drift_report_html
@@ -526,7 +523,7 @@ def _run_cycle(
         month_retrain = None
         if summary["trigger"]["retrain"]:
             cooling = last_retrain is not None and d < last_retrain + pd.DateOffset(
-                months=s.retrain_cooldown_months
+                months=s.monitor.retrain_cooldown_months
             )
             if cooling:
                 month_retrain = {
@@ -546,8 +543,8 @@ def _run_cycle(
                     gate_settings=s.gates,
                     horizon_months=horizon,
                     margin_days=s.monitor.label_margin_days,
-                    window_months=s.retrain_window_months,
-                    auto_promote=s.auto_promote,
+                    window_months=s.monitor.retrain_window_months,
+                    auto_promote=s.monitor.auto_promote,
                     seed=s.seed,
                     num_threads=s.num_threads,
                     decision_log_dir=decision_log_dir(decisions_dir),
@@ -742,7 +739,7 @@ def _write_summary(
         "explain_failures": explain_failures,
         "timings_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
     }
-    if s.baseline_arm:
+    if s.monitor.baseline_arm:
         summary["headline"]["without_loop"] = headline("no_loop")
         summary["baseline_decisions"] = str(baseline_dir)
     summary = jsonable(summary)
@@ -889,21 +886,18 @@ def cycle_settings(
     num_threads: int,
     baseline_arm: bool | None = None,
 ) -> CycleSettings:
-    """CycleSettings from plain config sections (dicts from `model_dump()`)."""
-    from serving.config import MonitorConfig
+    """CycleSettings from plain config sections (dicts from `model_dump()`, overlaid by a CLI).
 
-    m = {**MonitorConfig().model_dump(), **monitor}  # defaults from the config, one source
+    The monitor section is validated again as a `MonitorConfig`, so an overlay cannot bring in
+    an unknown key or a value out of range; its defaults are the config's, declared once.
+    """
+    mon = MonitorConfig(
+        **{**monitor, **({} if baseline_arm is None else {"baseline_arm": baseline_arm})}
+    )
     return CycleSettings(
-        monitor=MonitorSettings.from_mapping(m),
+        monitor=mon,
         model=model,
         gates=gates,
-        retrain_window_months=m["retrain_window_months"],
-        retrain_cooldown_months=m["retrain_cooldown_months"],
-        auto_promote=m["auto_promote"],
-        bootstrap_months=m["bootstrap_months"],
-        html_report=m["html_report"],
-        baseline_arm=m["baseline_arm"] if baseline_arm is None else baseline_arm,
-        bootstrap_gate_override=m["bootstrap_gate_override"],
         policy_file=scoring.get("policy_file"),
         calendar=scoring.get("calendar"),
         max_source_age_days=scoring.get("max_source_age_days"),

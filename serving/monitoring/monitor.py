@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,47 +40,11 @@ BASELINE_GINI_KEYS = ("oot_gini", "test_gini", "valid_gini", "val_gini", "gini")
 BASELINE_AUC_KEYS = ("oot_auc", "test_auc", "valid_auc", "val_auc", "auc")
 
 
-def _default(name: str) -> Any:
-    """The default of `MonitorConfig.<name>`: the config is the one source of defaults."""
-    return MonitorConfig.model_fields[name].default
-
-
-@dataclass(frozen=True)
-class MonitorSettings:
-    """Plain values taken from `MonitorConfig` (see serving/config.py for meanings and defaults)."""
-
-    drift_method: str = _default("drift_method")
-    drift_threshold: float = _default("drift_threshold")
-    min_feature_psi: float = _default("min_feature_psi")
-    drift_sample_rows: int = _default("drift_sample_rows")
-    psi_bins: int = _default("psi_bins")
-    important_features_top_k: int = _default("important_features_top_k")
-    label_horizon_months: int = _default("label_horizon_months")
-    label_margin_days: int = _default("label_margin_days")
-    min_matured_rows: int = _default("min_matured_rows")
-    segments: tuple[str, ...] = _default("segments")
-    fraud_flag_threshold: float = _default("fraud_flag_threshold")
-    max_drifted_share: float = _default("max_drifted_share")
-    max_score_psi: float = _default("max_score_psi")
-    max_gini_drop: float = _default("max_gini_drop")
-    max_calibration_gap: float = _default("max_calibration_gap")
-    max_wrongful_excess: float = _default("max_wrongful_excess")
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> MonitorSettings:
-        """Take the keys this class knows from e.g. `MonitorConfig.model_dump()`."""
-        names = {f.name for f in fields(cls)}
-        kept = {k: v for k, v in values.items() if k in names}
-        if "segments" in kept:
-            kept["segments"] = tuple(kept["segments"])
-        return cls(**kept)
-
-
 # ---------------------------------------------------------------------------------------------
 # Trigger rules (pure)
 
 
-def should_retrain(summary: dict, thresholds: MonitorSettings) -> tuple[bool, list[str]]:
+def should_retrain(summary: dict, thresholds: MonitorConfig) -> tuple[bool, list[str]]:
     """Decide from a monitoring summary whether to train a challenger; say why.
 
     Each rule fires only on evidence that is present: performance rules need at least
@@ -90,9 +54,9 @@ def should_retrain(summary: dict, thresholds: MonitorSettings) -> tuple[bool, li
     share their PDs implied (a PD of 0.3 expects 7 in 10 to stay good).
 
     >>> s = {"drift": {"drifted_share": 0.5, "drifted": ["a", "b"]}, "score": {"psi": 0.3}}
-    >>> should_retrain(s, MonitorSettings())
+    >>> should_retrain(s, MonitorConfig())
     (True, ['feature drift: 50% of important features drifted (a, b) >= 50%', 'score drift: PSI 0.300 >= 0.25'])
-    >>> should_retrain({"drift": {"drifted_share": 0.0}, "score": {"psi": 0.01}}, MonitorSettings())
+    >>> should_retrain({"drift": {"drifted_share": 0.0}, "score": {"psi": 0.01}}, MonitorConfig())
     (False, [])
     """
     t = thresholds
@@ -178,7 +142,7 @@ def summarise_monitoring(
     model: LoadedModel,
     reference: pd.DataFrame,
     current: pd.DataFrame,
-    settings: MonitorSettings,
+    settings: MonitorConfig,
     current_pd: np.ndarray | None = None,
     matured: pd.DataFrame | None = None,
     matured_decisions: pd.DataFrame | None = None,
@@ -437,7 +401,7 @@ def run_monitor(
     decisions_dir: str | Path,
     reports_dir: str | Path,
     tracking_uri: str,
-    settings: MonitorSettings,
+    settings: MonitorConfig,
     model: LoadedModel | None = None,
     reference_paths: list[Path] | None = None,
     baseline_gini: float | None = None,

@@ -14,7 +14,6 @@ from features.tables import write_json, write_parquet
 from serving.config import GatesConfig, ModelConfig, MonitorConfig
 from serving.explain.downgrades import explain_downgrades, select_downgrades
 from serving.loop.evaluation import good_repayers, month_stats
-from serving.monitoring.monitor import MonitorSettings
 from serving.scoring.policy import load_policy
 from tests.serving.explain_world import (
     AS_OF_NEW,
@@ -140,12 +139,20 @@ def test_good_repayers_leave_out_outcomes_cut_by_the_end_of_the_data():
 # ---- 4) one source of monitoring defaults ---------------------------------------------------
 
 
-def test_monitor_settings_take_their_defaults_from_the_config():
-    cfg = MonitorConfig()
-    s = MonitorSettings()
-    for name in s.__dataclass_fields__:
-        assert getattr(s, name) == getattr(cfg, name), name
-    assert MonitorSettings.from_mapping(cfg.model_dump()) == s
+def test_cycle_settings_validate_the_monitor_section_and_keep_its_defaults():
+    from pydantic import ValidationError
+
+    from serving.loop.cycle import cycle_settings
+
+    plain = {"model": {}, "gates": {}, "scoring": {}, "seed": 1, "num_threads": 1}
+    s = cycle_settings(monitor={"max_score_psi": 0.3}, **plain)
+    assert s.monitor.max_score_psi == 0.3
+    assert s.monitor.model_dump() == MonitorConfig(max_score_psi=0.3).model_dump()
+    assert cycle_settings(monitor={}, baseline_arm=False, **plain).monitor.baseline_arm is False
+    with pytest.raises(ValidationError, match="max_scor_psi"):
+        cycle_settings(monitor={"max_scor_psi": 0.3}, **plain)  # a typo is refused
+    with pytest.raises(ValidationError, match="retrain_window_months"):
+        cycle_settings(monitor={"retrain_window_months": 0}, **plain)
 
 
 # ---- 2) governance: gates are never overridden silently ------------------------------------
@@ -264,7 +271,7 @@ def test_fraud_watch_alarms_on_fraud_score_drift_and_reports_cleared_flags(tmp_p
 
     from serving.loop.cycle import CycleSettings, _fraud_watch
 
-    s = CycleSettings(monitor=MonitorSettings(), model={}, gates={})
+    s = CycleSettings()
     rng = np.random.default_rng(0)
     ref = rng.beta(1, 30, 5000)  # fraud probabilities on the model's training tables
     model = SimpleNamespace(version=3)

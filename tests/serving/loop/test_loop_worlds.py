@@ -14,13 +14,13 @@ pytest.importorskip("features.simulator")
 pytest.importorskip("features.builder")
 pytest.importorskip("training.train")
 
-from serving.config import GatesConfig, ModelConfig  # noqa: E402
+from serving.config import GatesConfig, ModelConfig, MonitorConfig  # noqa: E402
 from serving.loop.cycle import build_month_tables, month_ends  # noqa: E402
-from serving.monitoring.monitor import MonitorSettings, run_monitor  # noqa: E402
+from serving.monitoring.monitor import run_monitor  # noqa: E402
 from training.retrain import retrain  # noqa: E402
 
 USERS = 2000
-SETTINGS = MonitorSettings(drift_sample_rows=5000, min_matured_rows=300)
+SETTINGS = MonitorConfig(drift_sample_rows=5000, min_matured_rows=300)
 
 
 def _model_settings() -> dict:

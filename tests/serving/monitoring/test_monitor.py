@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from features.tables import write_parquet
+from serving.config import MonitorConfig
 from serving.monitoring.monitor import (
-    MonitorSettings,
     baseline_gini_from_metrics,
     latest_matured_as_of,
     reference_paths_for,
@@ -17,7 +17,7 @@ from serving.monitoring.monitor import (
 )
 from tests.serving.monitoring_helpers import decisions_for, make_table, train_tiny
 
-SETTINGS = MonitorSettings(drift_sample_rows=2000, min_matured_rows=200, max_drifted_share=0.3)
+SETTINGS = MonitorConfig(drift_sample_rows=2000, min_matured_rows=200, max_drifted_share=0.3)
 
 
 @pytest.fixture(scope="module")
