@@ -95,6 +95,9 @@ class MonitorConfig(_Frozen):
     bootstrap_months: int = Field(
         6, ge=2, description="months before the cycle the first models learn from"
     )
+    headline_bootstrap: int = Field(
+        500, ge=50, description="bootstrap resamples (over users) for the headline's intervals"
+    )
     baseline_arm: bool = Field(
         True, description="also score with the models frozen (the no-loop comparison)"
     )

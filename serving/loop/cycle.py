@@ -34,11 +34,14 @@ from features.catalog import (
 )
 from serving.config import MonitorConfig
 from serving.loop.evaluation import (
+    HEADLINE_DEFINITIONS,
     good_repayers,
+    headline_figures,
     outcome_rates,
     read_explanations,
     read_truth,
     stored_month_stats,
+    truth_end,
 )
 from serving.monitoring.monitor import (
     champion_lineage,
@@ -386,7 +389,6 @@ def _run_cycle(
     settings: CycleSettings,
 ) -> CycleResult:
     """Run the loop from `start` to `end` (month-ends); write and return the summary."""
-    from features.contracts import manifest_extracted_at
     from serving.scoring.policy import load_policy
     from training.registry import CHAMPION, current_version
     from training.tracking import open_client
@@ -424,7 +426,8 @@ def _run_cycle(
     )
     baseline_dir = reports_dir / "cycle" / "no_loop_decisions"  # removed by `make clean`
     truth = read_truth(raw_dir)
-    world_end = manifest_extracted_at(raw_dir)
+    world_end = truth_end(raw_dir)  # the truth may run past the extract
+    outcomes: dict[str, list[pd.DataFrame]] = {"with_loop": [], "without_loop": []}
     horizon = s.monitor.label_horizon_months
 
     per_month: list[dict] = []
@@ -572,12 +575,16 @@ def _run_cycle(
             explained = pd.DataFrame(
                 {"user_id": pd.Series(dtype=str), "cause": pd.Series(dtype=str)}
             )
+        loop_stats, rows = stored_month_stats(
+            decisions_dir, months, d, good, explained, truth, horizon, world_end
+        )
+        outcomes["with_loop"].append(rows)
         row = {
             "as_of": f"{d:%Y-%m-%d}",
             "credit_model_version": int(champ_v),
             "fraud_model_version": int(fraud_v),
             **outcome_rates(feats, truth, d, horizon, world_end),
-            "loop": stored_month_stats(decisions_dir, months, d, good, explained),
+            "loop": loop_stats,
             "drift_alarm": bool(summary["trigger"]["retrain"]),
             "alarm_reasons": summary["trigger"]["reasons"],
             "score_psi": summary["score"]["psi"],
@@ -589,7 +596,10 @@ def _run_cycle(
             "monitoring_report": str(mon.folder),
         }
         if frozen is not None:
-            row["no_loop"] = stored_month_stats(baseline_dir, months, d, good, None)
+            row["no_loop"], rows = stored_month_stats(
+                baseline_dir, months, d, good, None, truth, horizon, world_end
+            )
+            outcomes["without_loop"].append(rows)
         per_month.append(row)
         timer.add("evaluation", t0)
 
@@ -609,6 +619,7 @@ def _run_cycle(
         baseline_dir,
         explain_failures,
         boot_events,
+        outcomes,
     )
 
 
@@ -678,10 +689,11 @@ def _write_summary(
     baseline_dir: Path,
     explain_failures: list[dict],
     boot_events: list[dict],
+    outcomes: dict[str, list[pd.DataFrame]],
 ) -> CycleResult:
-    from features.tables import jsonable, write_json, write_text
+    from features.tables import jsonable, write_json, write_parquet, write_text
 
-    def headline(arm: str) -> dict:
+    def counts(arm: str) -> dict:
         rows = [m[arm] for m in per_month if arm in m]
         wrong = sum(r["wrongful_post_repayment_downgrades"] for r in rows)
         good = sum(r["good_repayers"] for r in rows)
@@ -725,7 +737,7 @@ def _write_summary(
             "deferred (serving.explain.downgrades.select_downgrades, as creditline explain); none in the first month"
         ),
         "headline": {
-            "with_loop": headline("loop"),
+            "counts": {"with_loop": counts("loop")},
             "months_models_differ": [m["as_of"] for m in differ],
             "good_repayer_months_while_models_differ": sum(
                 m["loop"]["good_repayers"] for m in differ
@@ -739,12 +751,26 @@ def _write_summary(
         "explain_failures": explain_failures,
         "timings_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
     }
+    arms = {"with_loop": pd.concat(outcomes["with_loop"], ignore_index=True)}
     if s.monitor.baseline_arm:
-        summary["headline"]["without_loop"] = headline("no_loop")
+        summary["headline"]["counts"]["without_loop"] = counts("no_loop")
         summary["baseline_decisions"] = str(baseline_dir)
+        arms["without_loop"] = pd.concat(outcomes["without_loop"], ignore_index=True)
+    h = summary["headline"]
+    h.update(headline_figures(arms, n_boot=s.monitor.headline_bootstrap, seed=s.seed))
+    loop_rows = arms["with_loop"]
+    h["good_repayer_months_known"] = int(loop_rows["good_repayer"].sum())
+    h["repayer_months_unknown"] = int(loop_rows["repayer_unknown"].sum())
+    h["defaulter_months"] = int(loop_rows["bad"].sum())
+    h["user_months_known"] = int(loop_rows["known"].sum())
+    h["definitions"] = HEADLINE_DEFINITIONS
     summary = jsonable(summary)
     folder = reports_dir / "cycle" / f"from={summary['from']}_to={summary['to']}"
     path = write_json(summary, folder / "summary.json")
+    write_parquet(
+        pd.concat([a.assign(arm=name) for name, a in arms.items()], ignore_index=True),
+        folder / "outcomes.parquet",
+    )
     text_path = write_text(format_summary(summary), folder / "summary.txt")
     return CycleResult(summary, path, text_path, timer.seconds)
 
@@ -845,18 +871,38 @@ def format_summary(summary: dict) -> str:
             lines.append(f"      - {reason}")
     lines.append("")
     h = summary["headline"]
-    lines.append("HEADLINE: wrongful post-repayment downgrades per 10k good repayers")
-    arms = [("with the retraining loop:   ", "with_loop")]
+    lines.append("HEADLINE (95% intervals: bootstrap over users)")
+    arms = [("with the loop", "with_loop")]
     if "without_loop" in h:
-        arms.append(("without it (models frozen):", "without_loop"))
-    for label, key in arms:
-        a = h[key]
-        lines.append(
-            f"  {label} {f(a['per_10k_good_repayers'], '.1f')} ({a['wrongful_post_repayment_downgrades']} of "
-            f"{a['good_repayer_months']} good-repayer months; {a['repayer_months_outcome_unknown']} repayer months "
-            f"with unknown outcome left out; provisional, counting them as good: "
-            f"{f(a['provisional_per_10k_counting_unknown_as_good'], '.1f')})"
-        )
+        arms += [("models frozen", "without_loop"), ("difference", "difference")]
+    labels = {
+        "wrongful_per_10k": "wrongful post-repayment downgrades per 10k good repayers",
+        "missed_defaulter_share": "defaulters whose line was left open (share)",
+        "open_line_at_default_cny_per_10k": "line left open to defaulters, CNY per 10k users",
+        "fraud_false_flags_per_10k": "fraud flags on good users per 10k",
+    }
+    for fig, label in labels.items():
+        lines.append(f"  {label}:")
+        for name, key in arms:
+            v = h[key][fig]
+            spec = ".3f" if fig == "missed_defaulter_share" else ".1f"
+            lines.append(
+                f"    {name:<14} {f(v['value'], spec):>10}  [{f(v['ci95_low'], spec)}, "
+                f"{f(v['ci95_high'], spec)}]"
+            )
+        if "relative_change" in h and fig == "wrongful_per_10k":
+            r = h["relative_change"][fig]
+            lines.append(
+                f"    relative       {f(r['value'], '+.1%'):>10}  [{f(r['ci95_low'], '+.1%')}, "
+                f"{f(r['ci95_high'], '+.1%')}]"
+            )
+    c = h["counts"]["with_loop"]
+    lines.append(
+        f"  {h['good_repayer_months_known']} good-repayer months of known outcome, "
+        f"{h['repayer_months_unknown']} repayer months unknown (left out), "
+        f"{h['defaulter_months']} defaulter months; with the loop "
+        f"{c['wrongful_post_repayment_downgrades']} wrongful downgrades"
+    )
     differ = h["months_models_differ"]
     lines.append(
         f"  the arms use different models in {len(differ)} month(s)"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.catalog import decisions_path, explanations_path
-from features.contracts import ADVERSE_ACTIONS
-from serving.explain.downgrades import select_downgrades
+from features.contracts import ADVERSE_ACTIONS, NO_LINE_ACTIONS
+from serving.explain.downgrades import select_downgrades, usable_lines
 from serving.explain.run import usable_before
 
 
@@ -181,17 +182,218 @@ def _previous_decisions(
 
 
 def stored_month_stats(
-    decisions_dir: Path, months: list[pd.Timestamp], d: pd.Timestamp, good, explained
-) -> dict:
-    """`month_stats` of the decisions at `d` against the month before (a defer's held line resolved)."""
+    decisions_dir: Path,
+    months: list[pd.Timestamp],
+    d: pd.Timestamp,
+    good: pd.Series,
+    explained: pd.DataFrame | None,
+    truth: pd.DataFrame | None = None,
+    horizon: int = 12,
+    known_until: pd.Timestamp | None = None,
+) -> tuple[dict, pd.DataFrame]:
+    """`month_stats` and `outcome_rows` of the stored decisions at `d` against the month before
+    (a defer's held line resolved)."""
     dec = pd.read_parquet(decisions_path(decisions_dir, d))
     prev = _previous_decisions(decisions_dir, months, d)
     usable = (
         None if prev is None else usable_before(decisions_dir, prev, months[months.index(d) - 1])
     )
-    return month_stats(dec, prev, good, explained, usable)
+    rows = outcome_rows(dec, prev, usable, good, truth, d, horizon, known_until)
+    return month_stats(dec, prev, good, explained, usable), rows
 
 
 def read_explanations(explanations_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
     p = explanations_path(explanations_dir, as_of)
     return pd.read_parquet(p) if p.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The two-sided headline: wrongful downgrades of good repayers beside the risk let through
+
+HEADLINE_FIGURES = (
+    "wrongful_per_10k",
+    "missed_defaulter_share",
+    "open_line_at_default_cny_per_10k",
+    "fraud_false_flags_per_10k",
+)
+# Each figure as a ratio of two per-user-month sums: (numerator column, denominator column, scale).
+_RATIOS = {
+    "wrongful_per_10k": ("wrongful", "good_repayer", 1e4),
+    "missed_defaulter_share": ("missed", "bad", 1.0),
+    "open_line_at_default_cny_per_10k": ("open_line_bad_cny", "known", 1e4),
+    "fraud_false_flags_per_10k": ("false_flag", "good_user", 1e4),
+}
+HEADLINE_DEFINITIONS = {
+    "wrongful_per_10k": "downgrades of good repayers (repaid in full in the 30 days before the "
+    "as-of, no default or bust-out within 12 months) per 10k good-repayer months",
+    "missed_defaulter_share": "of the user-months whose user defaults or busts out within 12 "
+    "months, the share whose decision did not lower the usable line and left some of it open",
+    "open_line_at_default_cny_per_10k": "usable line (CNY) the decisions left open to those users, "
+    "per 10k user-months of known outcome",
+    "fraud_false_flags_per_10k": "fraud flags (fraud log-odds at or above the freeze threshold) on "
+    "users known not to default or bust out within 12 months, per 10k such user-months",
+    "interval": "95% bootstrap over users (all of a user's months resampled together; the same "
+    "resample for both arms, so the difference's interval is paired)",
+}
+OUTCOME_COLUMNS = [
+    "user_id", "as_of", "good_repayer", "repayer_unknown", "downgraded", "wrongful", "known", "bad",
+    "missed", "usable_after_cny", "open_line_bad_cny", "good_user", "fraud_flag", "false_flag",
+]  # fmt: skip
+
+
+def truth_end(raw_dir: Path) -> pd.Timestamp | None:
+    """The date up to which the truth is known: `truth/manifest.json` `truth_end` (the simulator
+    ran past the extract), else the extract itself (the raw manifest), else None."""
+    import json
+
+    from features.contracts import manifest_extracted_at
+
+    m = raw_dir.parent / "truth" / "manifest.json"
+    if m.exists():
+        try:
+            return pd.Timestamp(json.loads(m.read_text())["truth_end"])
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{m}: no readable truth_end ({exc})") from exc
+    return manifest_extracted_at(raw_dir)
+
+
+def outcome_rows(
+    decisions: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    usable: pd.Series | None,
+    good: pd.Series,
+    truth: pd.DataFrame | None,
+    as_of: pd.Timestamp,
+    horizon: int,
+    known_until: pd.Timestamp | None,
+) -> pd.DataFrame:
+    """Per user at one decision: what the headline counts (OUTCOME_COLUMNS).
+
+    `good`: `good_repayers` (True / False / <NA> unknown). `bad`: defaulted or busted out within
+    `horizon` months after `as_of` (truth; without truth nothing is bad or known). `known`: bad,
+    or the window closed by `known_until`. A defaulter is `missed` when this decision did not
+    lower their usable line and left some of it open (a line frozen earlier and still frozen
+    protects: nothing was missed). `open_line_bad_cny`: the usable line left open to a defaulter.
+    A `false_flag` is a fraud flag (fraud log-odds at or above the freeze threshold) on a user
+    known not to go bad.
+    """
+    dec = decisions.assign(user_id=decisions["user_id"].astype(str)).drop_duplicates("user_id")
+    ids = dec["user_id"].to_numpy()
+    line = dec["new_line_cny"].to_numpy("float64")
+    after = np.where(dec["action"].isin(NO_LINE_ACTIONS), 0.0, line)
+    down = np.zeros(len(dec), dtype=bool)
+    if previous is not None:
+        before = usable if usable is not None else usable_lines(previous)
+        held = dec["action"].eq("defer").to_numpy() & pd.Index(ids).isin(before.index)
+        after = np.where(held, before.reindex(ids).to_numpy("float64"), after)
+        down = pd.Index(ids).isin(list(select_downgrades(decisions, previous, usable)["user_id"]))
+    g = good.reindex(ids)
+    if truth is not None:
+        t = pd.DataFrame({"user_id": ids}).merge(
+            truth.assign(user_id=truth["user_id"].astype(str)), on="user_id", how="left"
+        )
+        end = as_of + pd.DateOffset(months=horizon)
+        bad = t["default_date"].notna() & (t["default_date"] > as_of) & (t["default_date"] <= end)
+        if "fraud_date" in t.columns:
+            bad |= t["fraud_date"].notna() & (t["fraud_date"] > as_of) & (t["fraud_date"] <= end)
+        bad = bad.to_numpy()
+        known = bad | (known_until is None or end <= known_until)
+    else:
+        bad = np.zeros(len(dec), dtype=bool)
+        known = np.zeros(len(dec), dtype=bool)
+    flag = dec.get("fraud_margin", pd.Series(np.nan, index=dec.index)).to_numpy("float64") >= 0
+    good_repayer = g.fillna(False).astype(bool).to_numpy()
+    good_user = known & ~bad
+    return pd.DataFrame(
+        {
+            "user_id": ids,
+            "as_of": pd.Timestamp(as_of),
+            "good_repayer": good_repayer,
+            "repayer_unknown": g.isna().to_numpy(),
+            "downgraded": down,
+            "wrongful": down & good_repayer,
+            "known": known,
+            "bad": bad,
+            "missed": bad & ~down & (after > 0.5),
+            "usable_after_cny": after,
+            "open_line_bad_cny": np.where(bad, after, 0.0),
+            "good_user": good_user,
+            "fraud_flag": flag,
+            "false_flag": flag & good_user,
+        },
+        columns=OUTCOME_COLUMNS,
+    )
+
+
+def headline_figures(
+    arms: dict[str, pd.DataFrame], n_boot: int = 500, seed: int = 0
+) -> dict[str, dict]:
+    """The headline of each arm (`outcome_rows` pooled over months), 95% bootstrap intervals
+    over users, and, with two arms, `difference` (first arm - second) with its interval.
+
+    Users are resampled (all of a user's months together), the same resample for every arm, so
+    the difference's interval is paired. Each figure is `{"value", "ci95_low", "ci95_high"}`;
+    `relative_change` is the difference over the second arm's value.
+
+    >>> rows = lambda w: pd.DataFrame({"user_id": list("abcd"), "wrongful": w, "good_repayer": [True] * 4,
+    ...     "missed": [False] * 4, "bad": [False] * 4, "open_line_bad_cny": [0.0] * 4, "known": [True] * 4,
+    ...     "false_flag": [False] * 4, "good_user": [True] * 4})
+    >>> h = headline_figures({"loop": rows([True, False, False, False]), "frozen": rows([True, True, False, False])})
+    >>> h["loop"]["wrongful_per_10k"]["value"], h["frozen"]["wrongful_per_10k"]["value"]
+    (2500.0, 5000.0)
+    >>> h["difference"]["wrongful_per_10k"]["value"], h["relative_change"]["wrongful_per_10k"]["value"]
+    (-2500.0, -0.5)
+    """
+    names = list(arms)
+    users = pd.Index(sorted(set().union(*(set(a["user_id"].astype(str)) for a in arms.values()))))
+    cols = sorted({c for ratio in _RATIOS.values() for c in ratio[:2]})
+    sums = {}
+    for name, rows in arms.items():
+        per_user = (
+            rows.assign(user_id=rows["user_id"].astype(str))[["user_id", *cols]]
+            .astype({c: "float64" for c in cols})
+            .groupby("user_id")
+            .sum()
+            .reindex(users, fill_value=0.0)
+        )
+        sums[name] = per_user.to_numpy("float64").T  # (columns, users)
+    col_ix = {c: i for i, c in enumerate(cols)}
+    rng = np.random.default_rng(seed)
+    n = len(users)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype("float64") if n else None
+
+    def ratio(s: np.ndarray, fig: str, w: np.ndarray | None) -> np.ndarray:
+        num, den, scale = _RATIOS[fig]
+        a, b = s[col_ix[num]], s[col_ix[den]]
+        if w is None:
+            top, bottom = np.array([a.sum()]), np.array([b.sum()])
+        else:
+            top, bottom = w @ a, w @ b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(bottom > 0, scale * top / np.where(bottom > 0, bottom, 1.0), np.nan)
+
+    def interval(point: float, boot: np.ndarray) -> dict:
+        boot = boot[np.isfinite(boot)]
+        low, high = np.quantile(boot, [0.025, 0.975]) if boot.size else (np.nan, np.nan)
+        return {"value": float(point), "ci95_low": float(low), "ci95_high": float(high)}
+
+    out: dict[str, dict] = {}
+    points = {a: {f: ratio(sums[a], f, None)[0] for f in HEADLINE_FIGURES} for a in names}
+    boots = {a: {f: ratio(sums[a], f, weights) for f in HEADLINE_FIGURES} for a in names}
+    for a in names:
+        out[a] = {f: interval(points[a][f], boots[a][f]) for f in HEADLINE_FIGURES}
+    if len(names) == 2:
+        x, y = names
+        out["difference"] = {
+            f: interval(points[x][f] - points[y][f], boots[x][f] - boots[y][f])
+            for f in HEADLINE_FIGURES
+        }
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["relative_change"] = {
+                f: interval(
+                    (points[x][f] - points[y][f]) / points[y][f],
+                    (boots[x][f] - boots[y][f]) / boots[y][f],
+                )
+                for f in HEADLINE_FIGURES
+            }
+    return out
