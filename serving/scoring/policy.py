@@ -34,6 +34,9 @@ import pandas as pd
 
 from features.contracts import DECISION_ACTIONS, DOWNGRADE_ACTIONS
 
+REPAID_COLUMN = "ctx_repaid_in_full_30d"
+# The credit model version of the previous decision and of this one: the model-update hold needs both.
+MODEL_VERSION_COLUMNS = ("prev_credit_model_version", "credit_model_version")
 ACTIONS = DECISION_ACTIONS  # the decision table stores an action as its index here
 KEEP, RAISE, LOWER, FREEZE, CLOSE, DEFER = range(len(ACTIONS))
 BAND_ACTIONS = ("raise", "keep", "lower", "close")
@@ -100,6 +103,10 @@ class Policy:
     digest: str  # sha256 of the policy file bytes + calendar entries used
     # log-odds a known user's credit margin must pass a band edge by before the band changes
     band_hysteresis_logodds: float = 0.0
+    # Model-update protection ([model_update]): rule id, None = off; evidence column -> the
+    # largest value that is still "no adverse evidence".
+    model_update_rule_id: str | None = None
+    model_update_evidence: dict[str, float] = field(default_factory=dict)
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:
@@ -112,6 +119,19 @@ def _hysteresis(line: dict[str, Any], where: str) -> float:
     if not (np.isfinite(h) and h >= 0.0):
         raise ValueError(f"{where}: [line] band_hysteresis_logodds must be >= 0; got {h}")
     return h
+
+
+def _model_update(section: dict | None, where: str) -> tuple[str | None, dict[str, float]]:
+    """The [model_update] section: (rule id or None when off, evidence column -> max value)."""
+    if not section or not section.get("hold", False):
+        return None, {}
+    unknown = set(section) - {"id", "hold", "evidence_max"}
+    if unknown:
+        raise ValueError(f"{where}: [model_update] unknown key(s) {sorted(unknown)}")
+    evidence = {str(k): float(v) for k, v in dict(section.get("evidence_max", {})).items()}
+    if not evidence:
+        raise ValueError(f"{where}: [model_update] hold = true needs evidence_max (column = max)")
+    return str(section.get("id", "MODEL-UPDATE-HOLD")), evidence
 
 
 def _date(value: Any, where: str) -> pd.Timestamp:
@@ -201,7 +221,10 @@ def load_policy(
     for key in ("version", "bands", "fraud", "line", "freshness"):
         if key not in raw:
             raise ValueError(f"{where}: missing top-level key '{key}'")
-    known_top = {"version", "bands", "fraud", "line", "freshness", "regulation", "risk_appetite"}
+    known_top = {
+        "version", "bands", "fraud", "line", "freshness", "regulation", "risk_appetite",
+        "model_update",
+    }  # fmt: skip
     if set(raw) - known_top:
         raise ValueError(f"{where}: unknown top-level key(s) {sorted(set(raw) - known_top)}")
 
@@ -265,7 +288,10 @@ def load_policy(
         h.update(cal_bytes)
         version = f"{version}+cal-{hashlib.sha256(cal_bytes).hexdigest()[:8]}"
     fresh = raw["freshness"]
+    hold_id, evidence = _model_update(raw.get("model_update"), where)
     return Policy(
+        model_update_rule_id=hold_id,
+        model_update_evidence=evidence,
         version=version,
         bands=bands,
         fraud_rule_id=str(raw["fraud"]["id"]),
@@ -327,7 +353,13 @@ def required_columns(
     cols = [REGULATION_KINDS[k][1] for k in sorted(active_regulations(policy, as_of))]
     limits = policy.max_age_days if max_age_days is None else max_age_days
     cols += list(FRESH_FLAG_COLUMNS) + [f"fresh_{s}_age_days" for s in sorted(limits)]
-    return cols
+    return cols + [c for c in _model_update_columns(policy) if c not in cols]
+
+
+def _model_update_columns(policy: Policy) -> list[str]:
+    if not policy.model_update_rule_id:
+        return []
+    return [REPAID_COLUMN, *sorted(policy.model_update_evidence)]
 
 
 def _num(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -425,6 +457,39 @@ def _fired_before(scored: pd.DataFrame, rule_id: str) -> np.ndarray:
     return np.append(hit, False)[codes]  # code -1 (unknown) -> the appended False
 
 
+def _model_update_hold(
+    scored: pd.DataFrame,
+    policy: Policy,
+    prev_idx: np.ndarray,
+    band_idx: np.ndarray,
+    fraud_p: np.ndarray,
+) -> np.ndarray:
+    """Users whose band would worsen only because the credit model changed: held in their band.
+
+    Held where the policy turns it on, the previous band is known, the band would get worse,
+    the credit model version differs from the previous decision's (`prev_credit_model_version`
+    vs `credit_model_version`) or the previous decision was already held, the user repaid in
+    full in the last 30 days, no evidence column is above its maximum (NaN = no record = no
+    evidence) and the fraud model does not flag them. The hold lasts while the user stays so:
+    the new model's view applies from the first month with adverse evidence. Without the
+    version columns (a caller that does not know them) nothing is held.
+    """
+    n = len(scored)
+    if not policy.model_update_rule_id or not set(MODEL_VERSION_COLUMNS) <= set(scored.columns):
+        return np.zeros(n, dtype=bool)
+    prev_v = _num(scored, "prev_credit_model_version")
+    now_v = _num(scored, "credit_model_version")
+    updated = (np.isfinite(prev_v) & (prev_v != now_v)) | _fired_before(
+        scored, policy.model_update_rule_id
+    )
+    clean = np.nan_to_num(_num(scored, REPAID_COLUMN), nan=0.0) == 1
+    for col, most in policy.model_update_evidence.items():
+        with np.errstate(invalid="ignore"):
+            clean &= ~(_num(scored, col) > most)
+    clean &= fraud_p < policy.fraud_freeze_p
+    return updated & clean & (prev_idx >= 0) & (band_idx > prev_idx)
+
+
 def _band_index(
     edges: np.ndarray, margin: np.ndarray, prev_idx: np.ndarray, h: float
 ) -> np.ndarray:
@@ -498,6 +563,8 @@ def decide_lines(
     as_of = pd.Timestamp(as_of)
     limits = policy.max_age_days if max_age_days is None else dict(max_age_days)
     need = ["user_id", "prev_line_cny", "pd", "fraud_p", *required_columns(policy, as_of, limits)]
+    if not set(MODEL_VERSION_COLUMNS) <= set(scored.columns):  # no hold possible: no evidence read
+        need = [c for c in need if c not in _model_update_columns(policy)]
     missing = [c for c in need if c not in scored.columns]
     if missing:
         raise ValueError(f"decide_lines: scored frame lacks column(s) {missing}")
@@ -512,6 +579,10 @@ def decide_lines(
     edges = band_cutoffs_logodds(policy, as_of)
     prev_idx = _prev_band_index(scored, policy)
     band_idx = _band_index(edges, margin, prev_idx, policy.band_hysteresis_logodds)
+    # 1b. Model-update protection (版本更新): a new model version alone never moves a user who
+    # repaid in full and shows no adverse evidence into a worse band.
+    protected = _model_update_hold(scored, policy, prev_idx, band_idx, fraud_p)
+    band_idx = np.where(protected, prev_idx, band_idx)
     band_act = np.array([ACTIONS.index(b.action) for b in policy.bands], dtype=np.int8)[band_idx]
     mult = np.array([b.multiplier for b in policy.bands])[band_idx]
     # A line moves when the risk moves: no repeated cut (or raise) for staying in a band.
@@ -528,6 +599,8 @@ def decide_lines(
     mult = mult * line_mult  # the line matrix scaled by the risk appetite
     for i, b in enumerate(policy.bands):
         fired.append((b.id, band_idx == i))
+    if policy.model_update_rule_id:
+        fired.append((policy.model_update_rule_id, protected))
     target = np.where(held, prev, prev * mult)
 
     # 2. Risk appetite: fires where it moved the band, scaled the line or blocked a raise.

@@ -123,7 +123,7 @@ def test_bands_and_rules_on_hand_rows(policy):
         "PD1",
         "PD5",
     ]
-    assert (out["policy_version"] == "2026.11-2").all()
+    assert (out["policy_version"] == "2026.12-1").all()
     assert (out["defer_reason"] == "").all()
     assert df["pd"].tolist()[0] == 0.01  # input untouched
 
@@ -180,7 +180,7 @@ CALENDAR = [
 
 def test_calendar_regulation_applies_from_its_start_date():
     policy = load_policy(calendar=CALENDAR)
-    assert policy.version.startswith("2026.11-2+cal-")
+    assert policy.version.startswith("2026.12-1+cal-")
     df = rows(
         {"pd": 0.01, "ctx_active_lenders_cnt": 6.0}, {"pd": 0.01, "ctx_active_lenders_cnt": 4.0}
     )
@@ -209,7 +209,7 @@ def test_risk_appetite_tightens_cutoffs_from_its_date():
 
 def test_appetite_can_stop_raises(tmp_path):
     text = (load_policy.__globals__["DEFAULT_POLICY_FILE"]).read_text(encoding="utf-8")
-    text = text.replace('version = "2026.11-2"', 'version = "test-no-raise"')
+    text = text.replace('version = "2026.12-1"', 'version = "test-no-raise"')
     text += '\n[[risk_appetite]]\nid = "APPETITE-FREEZE-RAISES"\neffective_from = "2026-10-01"\nparams = { allow_raise = false }\n'
     path = tmp_path / "p.toml"
     path.write_text(text, encoding="utf-8")
@@ -478,3 +478,61 @@ def test_a_binding_dti_cap_cuts_once_then_holds_the_line(policy):
         {"user_id": ["a", "b"], "rules_fired": ["PD2;REG-DTI", "PD3"], "action": ["defer", "keep"]}
     )
     assert previous_rules(prev).tolist() == [None, "PD3"]
+
+
+# --- model-update protection (版本更新): a new model version alone does not cut a clean repayer
+
+
+CLEAN = {
+    "ctx_repaid_in_full_30d": 1.0,
+    "inst_dpd_max_1m": 0.0,
+    "inst_overdue_cnt_now": 0.0,
+    "bureau_delinquent_accounts_cnt_3m": 0.0,
+    "bureau_lenders_opened_cnt_1m": 0.0,
+    "bureau_inquiries_cnt_1m": 1.0,
+    "app_sim_changes_cnt_30d": 0.0,
+    "prev_band": "PD2",
+    "prev_credit_model_version": 3.0,
+    "credit_model_version": 4.0,
+    "pd": 0.20,  # PD4 under the new model: a cut to 4000 without the hold
+}
+
+
+def test_model_update_hold_keeps_a_clean_repayer_and_cuts_one_with_new_evidence(policy):
+    df = rows(
+        CLEAN,  # held: keep 10000, MODEL-UPDATE-HOLD fires
+        {**CLEAN, "inst_dpd_max_1m": 5.0},  # a late payment this month: new evidence, cut
+        {**CLEAN, "bureau_delinquent_accounts_cnt_3m": 1.0},  # delinquent elsewhere: cut
+        {**CLEAN, "bureau_inquiries_cnt_1m": 6.0},  # inquiry burst: cut
+        {**CLEAN, "ctx_repaid_in_full_30d": 0.0},  # did not repay in full: cut
+        {**CLEAN, "prev_credit_model_version": 4.0},  # same model as before: the data moved, cut
+        {**CLEAN, "prev_credit_model_version": 4.0, "prev_rules": "PD2;MODEL-UPDATE-HOLD"},
+        {**CLEAN, "pd": 0.06},  # still PD2 under the new model: nothing to hold, keep
+        {**CLEAN, "fraud_p": 0.7},  # the fraud model flags them: frozen, not held
+        {**CLEAN, "inst_dpd_max_1m": NAN, "bureau_inquiries_cnt_1m": NAN},  # no record: no evidence
+    )
+    out = decide_lines(df, policy, AS_OF)
+    assert out["action"].tolist() == [
+        "keep", "lower", "lower", "lower", "lower", "lower", "keep", "keep", "freeze", "keep",
+    ]  # fmt: skip
+    assert out["new_line_cny"].tolist()[:6] == [10000.0, 4000.0, 4000.0, 4000.0, 4000.0, 4000.0]
+    held = out["rules_fired"].astype(str).str.contains("MODEL-UPDATE-HOLD").tolist()
+    assert held == [True, False, False, False, False, False, True, False, False, True]
+    assert out["pd_band"].astype(str).tolist()[0] == "PD2"  # the held band is what is recorded
+    # A caller that does not know the model versions gets no hold (the policy cannot tell).
+    plain = decide_lines(df.drop(columns=["prev_credit_model_version"]), policy, AS_OF)
+    assert plain["action"].tolist()[0] == "lower"
+
+
+def test_model_update_hold_can_be_turned_off(tmp_path, policy):
+    from serving.scoring.policy import DEFAULT_POLICY_FILE
+
+    text = DEFAULT_POLICY_FILE.read_text().replace("\nhold = true\n", "\nhold = false\n")
+    off = tmp_path / "policy.toml"
+    off.write_text(text)
+    out = decide_lines(rows(CLEAN), load_policy(off), AS_OF)
+    assert out["action"].tolist() == ["lower"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("\nhold = false\n", "\nhold = true\nholdd = 1\n"))
+    with pytest.raises(ValueError, match=r"\[model_update\] unknown key\(s\) \['holdd'\]"):
+        load_policy(bad)

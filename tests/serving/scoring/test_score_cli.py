@@ -99,7 +99,7 @@ def test_score_command_end_to_end(registry, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "scored 120 users as of 2026-10-31" in result.output
-    assert "credit-pd v1, fraud v1; policy 2026.11-2" in result.output
+    assert "credit-pd v1, fraud v1; policy 2026.12-1" in result.output
     out = pd.read_parquet(tmp_path / "decisions" / "as_of=2026-10-31" / "decisions.parquet")
     assert len(out) == 120 and set(out["credit_model_version"]) == {1}
     # a missing feature table is a clean error, not a traceback

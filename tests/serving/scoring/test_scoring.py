@@ -97,7 +97,7 @@ def test_scores_decides_and_logs(tmp_path, models, policy):
     assert sum(res.counts.values()) == 300
     assert res.counts == out["action"].value_counts().reindex(res.counts, fill_value=0).to_dict()
     assert set(out["credit_model_version"]) == {3} and set(out["fraud_model_version"]) == {1}
-    assert set(out["policy_version"]) == {"2026.11-2"}
+    assert set(out["policy_version"]) == {"2026.12-1"}
     # The recorded PD is the calibrated model probability of the same row.
     expected = models["credit"].predict_proba(df)
     np.testing.assert_allclose(out["pd"].to_numpy(), expected, rtol=1e-12)
