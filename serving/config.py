@@ -88,6 +88,9 @@ class MonitorConfig(_Frozen):
     retrain_window_months: int = Field(
         6, ge=1, description="matured as-of months a challenger trains on"
     )
+    min_train_months: int = Field(
+        3, ge=1, description="a challenger never trains on fewer matured months than this"
+    )
     retrain_cooldown_months: int = Field(
         3, ge=0, description="months after a retrain with no new one"
     )
@@ -172,6 +175,17 @@ class GatesConfig(_Frozen):
         description="max expected calibration error (decile-weighted |mean PD - bad rate|) on OOT",
     )
     psi_alert: float = Field(0.25, ge=0, description="score PSI train vs OOT must stay below this")
+    # The loop's own gates, before the ones above (ANCHORS: a challenger is judged on the same
+    # recent months as the champion, and the book must not lurch).
+    loop_min_auc_uplift: float = Field(
+        0.0, ge=0, description="loop: challenger OOT AUC minus champion's, same rows, at least"
+    )
+    loop_max_mean_pd_shift: float = Field(
+        0.02, gt=0, description="loop: |mean PD change| of tonight's book under the challenger"
+    )
+    loop_max_band_change_share: float = Field(
+        0.25, gt=0, le=1, description="loop: share of tonight's book that would change PD band"
+    )
     monotone_sample_rows: int = Field(500, ge=1)
 
 

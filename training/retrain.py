@@ -144,6 +144,62 @@ def backtest(
     return out
 
 
+def book_stability(
+    book: pd.DataFrame, champion: Any, challenger: Any, band_edges: tuple[float, ...]
+) -> dict:
+    """What promoting the challenger would do to tonight's book: mean PD shift, the share of
+    users whose PD band (upper edges `band_edges`, the policy's) changes, and the share moved
+    into a worse band.
+
+    >>> from types import SimpleNamespace as M
+    >>> book = pd.DataFrame({"x": [0.01, 0.05, 0.10, 0.30]})  # bands 0,1,2,3 -> 0,2,3,3 when doubled
+    >>> old, new = M(features=["x"], predict_proba=lambda f: f["x"].to_numpy()), M(features=["x"], predict_proba=lambda f: f["x"].to_numpy() * 2)
+    >>> book_stability(book, old, new, (0.03, 0.08, 0.15, 1.0))
+    {'rows': 4, 'mean_pd_shift': 0.115, 'band_change_share': 0.5, 'band_worse_share': 0.5}
+    """
+    edges = np.asarray(band_edges[:-1], dtype="float64")
+    p_old = champion.predict_proba(book[list(champion.features)])
+    p_new = challenger.predict_proba(book[list(challenger.features)])
+    b_old = np.searchsorted(edges, p_old, side="left")
+    b_new = np.searchsorted(edges, p_new, side="left")
+    return {
+        "rows": int(len(book)),
+        "mean_pd_shift": round(float(np.mean(p_new - p_old)), 6) if len(book) else 0.0,
+        "band_change_share": float(np.mean(b_new != b_old)) if len(book) else 0.0,
+        "band_worse_share": float(np.mean(b_new > b_old)) if len(book) else 0.0,
+    }
+
+
+def loop_gates(
+    bt: dict,
+    book: dict,
+    *,
+    min_auc_uplift: float,
+    max_mean_pd_shift: float,
+    max_band_change_share: float,
+) -> list:
+    """The gates the loop adds before `promote`: never a challenger worse than the champion on
+    the same out-of-time rows, and a book that does not lurch (mean PD, users changing band)."""
+    from training.promote import Gate
+
+    champ, chall = bt["champion"]["auc"], bt["challenger"]["auc"]
+    floor = champ + min_auc_uplift
+    shift, moved = abs(book["mean_pd_shift"]), book["band_change_share"]
+    return [
+        Gate("auc-uplift", bool(chall >= floor), chall, floor, max(floor - chall, 0.0),
+             f"challenger OOT AUC {chall:.4f} vs champion {champ:.4f} on the same {bt['rows']} "
+             f"rows (needs uplift >= {min_auc_uplift:.4f})"),
+        Gate("pd-shift", bool(shift <= max_mean_pd_shift), shift, max_mean_pd_shift,
+             max(shift - max_mean_pd_shift, 0.0),
+             f"mean PD of tonight's book {book['mean_pd_shift']:+.4f} (limit ±{max_mean_pd_shift:.4f}, "
+             f"{book['rows']} users)"),
+        Gate("band-change", bool(moved <= max_band_change_share), moved, max_band_change_share,
+             max(moved - max_band_change_share, 0.0),
+             f"{moved:.1%} of tonight's book would change PD band ({book['band_worse_share']:.1%} "
+             f"to a worse one; limit {max_band_change_share:.0%})"),
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RetrainOutcome:
     as_of: pd.Timestamp
@@ -195,6 +251,8 @@ def retrain(
     horizon_months: int = 12,
     margin_days: int = 14,
     window_months: int = 6,
+    min_train_months: int = 3,
+    band_edges: tuple[float, ...] | None = None,
     auto_promote: bool = True,
     default_approval_rate: float = 0.9,
     seed: int = 42,
@@ -216,12 +274,18 @@ def retrain(
     window = choose_window(matured, window_months)
     client = open_client(tracking_uri)
     champ_before = current_version(client, CREDIT_MODEL, CHAMPION)
-    if window is None:
+    short = window is not None and len(window[0]) < min_train_months
+    if window is None or short:
+        why = (
+            f"training window too short: {len(window[0])} matured month(s) < "
+            f"{min_train_months} (min_train_months)"
+            if short
+            else f"not enough matured as-of dates by {as_of:%Y-%m-%d} ({len(matured)}; need 2)"
+        )
         outcome = RetrainOutcome(
             as_of,
             "skipped",
-            reasons
-            + [f"not enough matured as-of dates by {as_of:%Y-%m-%d} ({len(matured)}; need 2)"],
+            reasons + [why],
             champion_before=champ_before,
             champion_after=champ_before,
         )
@@ -252,7 +316,23 @@ def retrain(
         rate = approval_rate_at(decisions_path(decisions_dir, oot_date), default_approval_rate)
         bt = backtest(oot, champion, challenger, rate)
     status, gates, champ_after = "trained", [], champ_before
-    if auto_promote:
+    refused = []
+    if bt is not None and band_edges is not None:
+        book = pd.read_parquet(feature_table_path(features_dir, as_of))
+        bt["book"] = book_stability(book, champion, challenger, band_edges)
+        checks = loop_gates(
+            bt,
+            bt["book"],
+            min_auc_uplift=gate_settings.get("loop_min_auc_uplift", 0.0),
+            max_mean_pd_shift=gate_settings.get("loop_max_mean_pd_shift", 0.02),
+            max_band_change_share=gate_settings.get("loop_max_band_change_share", 0.25),
+        )
+        gates = [g.line() for g in checks]
+        refused = [g.name for g in checks if not g.passed]
+    if refused and auto_promote:
+        status = "refused"
+        log.warning("challenger v%s refused by the loop's gates: %s", result.version, refused)
+    elif auto_promote:
         gate_keys = (
             "auc_margin",
             "min_auc",
@@ -266,7 +346,7 @@ def retrain(
             tracking_uri=tracking_uri,
             **{k: gate_settings[k] for k in gate_keys},
         )
-        gates = [g.line() for g in pr.gates]
+        gates += [g.line() for g in pr.gates]
         status = "promoted" if pr.passed else "refused"
         champ_after = current_version(client, CREDIT_MODEL, CHAMPION)
     outcome = RetrainOutcome(

@@ -547,6 +547,8 @@ def _run_cycle(
                     horizon_months=horizon,
                     margin_days=s.monitor.label_margin_days,
                     window_months=s.monitor.retrain_window_months,
+                    min_train_months=s.monitor.min_train_months,
+                    band_edges=tuple(b.pd_max for b in policy.bands),
                     auto_promote=s.monitor.auto_promote,
                     seed=s.seed,
                     num_threads=s.num_threads,

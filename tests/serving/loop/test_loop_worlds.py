@@ -146,6 +146,22 @@ def test_macro_shock_triggers_a_retrain_whose_challenger_beats_the_champion(tmp_
     log = pd.read_parquet(tmp_path / "decisions" / "log" / "model_ops" / "as_of=2026-03-31.parquet")
     assert log.loc[0, "status"] == "promoted"
 
+    # The loop's own gates on the same world: a window shorter than min_train_months trains
+    # nothing; a challenger short of the required uplift over the champion is not promoted.
+    again = dict(
+        as_of=decision, features_dir=fdir, decisions_dir=tmp_path / "decisions", tracking_uri=uri,
+        reasons=["test"], model_settings=_model_settings(), window_months=4, seed=2,
+    )  # fmt: skip
+    short = retrain(**again, gate_settings=GatesConfig().model_dump(), min_train_months=5)
+    assert short.status == "skipped" and short.challenger_version is None
+    assert "training window too short: 4 matured month(s) < 5" in short.reasons[-1]
+    strict = GatesConfig(loop_min_auc_uplift=0.5).model_dump()
+    bands = (0.03, 0.08, 0.15, 0.35, 1.0)
+    worse = retrain(**again, gate_settings=strict, band_edges=bands)
+    assert worse.status == "refused" and worse.champion_after == out.champion_after
+    assert any(g.startswith("auc-uplift") and "FAIL" in g for g in worse.gates), worse.gates
+    assert 0 <= worse.backtest["book"]["band_change_share"] <= 1
+
 
 def test_world_without_scenarios_raises_no_alarm_over_12_months(tmp_path, uri):
     # The book starts empty in 2024-01 and matures for months (histories lengthen, 12-month
