@@ -495,6 +495,13 @@ def test_labels_matured_and_not():
     early = build_features(tabs, T, extracted_at=pd.Timestamp("2026-01-05")).set_index("user_id")
     assert not early["label_default_12m_matured"].any() and early["label_default_12m"].isna().all()
     assert not early["label_fraud_90d_matured"].any() and early["label_fraud_90d"].isna().all()
+    # Early reads (30+ DPD within 3 and 6 months): A's L2 s2 (due 07-10, never paid) is 30 DPD on
+    # 2025-08-09, inside (T, T + 3m]. By 2026-01-05 the 3-month window (2025-10-01 + 14 days) has
+    # matured, the 6-month one (2026-01-01 + 14 days) has not.
+    assert early["label_dpd30_3m_matured"].all() and early.loc["u_a", "label_dpd30_3m"] == 1.0
+    assert early.loc["u_f", "label_dpd30_3m"] == 0.0
+    assert not early["label_dpd30_6m_matured"].any() and early["label_dpd30_6m"].isna().all()
+    assert late.loc["u_a", "label_dpd30_6m"] == 1.0 and late.loc["u_f", "label_dpd30_6m"] == 0.0
 
 
 def test_label_ignores_payment_made_before_90_dpd():
