@@ -53,6 +53,11 @@ class MonitorConfig(_Frozen):
         20_000, gt=0, description="rows per side for the evidently tests"
     )
     psi_bins: int = Field(10, ge=2)
+    recent_months: int = Field(
+        3,
+        ge=1,
+        description="months scored just before the as-of: the 'is the world still moving' reference",
+    )
     important_features_top_k: int = Field(15, ge=1, description="features by gain tested for drift")
     label_horizon_months: int = Field(12, ge=1, description="months until a default label matures")
     label_margin_days: int = Field(14, ge=0, description="extra days for late-syncing payments")

@@ -590,6 +590,9 @@ def _run_cycle(
             "drift_alarm": bool(summary["trigger"]["retrain"]),
             "alarm_reasons": summary["trigger"]["reasons"],
             "score_psi": summary["score"]["psi"],
+            "alarm_against": summary["alarm"],
+            "recent_score_psi": (summary.get("drift_recent") or {}).get("score_psi"),
+            "recent_drifted_share": (summary.get("drift_recent") or {}).get("drifted_share"),
             "drifted_share": summary["drift"]["drifted_share"],
             "matured_auc": (summary["performance"].get("matured") or {}).get("auc"),
             "retrain": month_retrain["status"] if month_retrain else None,
@@ -786,6 +789,12 @@ def _exception_months(per_month: list[dict]) -> list[dict]:
     return [{"exception": k, "months": v} for k, v in seen.items()]
 
 
+def _alarm_text(month: dict) -> str:
+    """T: the retrain trigger fired (against the training data); R: the recent months moved too."""
+    against = month.get("alarm_against") or {}
+    return ("T" if month["drift_alarm"] else "") + ("R" if against.get("vs_recent") else "") or "-"
+
+
 def format_summary(summary: dict) -> str:
     """The cycle summary as a plain-text report."""
 
@@ -821,7 +830,7 @@ def format_summary(summary: dict) -> str:
             f"{f(m.get('fraud_rate'))}  {r['adverse_actions']:>7}  {r['downgrades']:>10}  "
             f"{r['wrongful_post_repayment_downgrades']:>6}/{r['good_repayers']:<6}  "
             f"{r['repayers_outcome_unknown']:>7}  "
-            f"{'YES' if m['drift_alarm'] else '-':>5}  {m['retrain'] or '-'}"
+            f"{_alarm_text(m):>5}  {m['retrain'] or '-'}"
         )
     if any(m.get("default_window_months_observed") is not None for m in summary["per_month"]):
         lines.append("* default window cut by the end of the data: a lower bound")
@@ -831,6 +840,10 @@ def format_summary(summary: dict) -> str:
     lines.append(
         "unknown = repayers whose outcome window has not closed by the end of the data "
         "(neither good nor bad)"
+    )
+    lines.append(
+        "alarm: T = retrain trigger fired (drift or performance against the champion's training "
+        "data); R = this month also drifted against the last months scored (the world still moving)"
     )
     lines.append("")
     causes: dict[str, int] = {}

@@ -147,6 +147,7 @@ def summarise_monitoring(
     matured: pd.DataFrame | None = None,
     matured_decisions: pd.DataFrame | None = None,
     baseline_gini: float | None = None,
+    recent: pd.DataFrame | None = None,
     seed: int = 0,
 ) -> tuple[dict, pd.DataFrame]:
     """Compare current with reference; evaluate matured labels; return (summary, drift table).
@@ -156,6 +157,7 @@ def summarise_monitoring(
     table whose default labels have matured by `as_of` (its rows with matured labels are
     scored with the champion); `matured_decisions` the decisions taken on that date (action,
     pd, fraud_p), for misjudgements. `baseline_gini` is the champion's out-of-time Gini.
+    `recent`: feature tables of the months scored just before `as_of` (`drift_recent`).
     """
     feats = list(model.features)
     for name, frame in (("reference", reference), ("current", current)):
@@ -238,9 +240,59 @@ def summarise_monitoring(
             summary["misjudgement"] = misjudgements(
                 dec, matured.loc[ok], segments=seg, fraud_threshold=settings.fraud_flag_threshold
             )
+    if recent is not None and len(recent):
+        summary["drift_recent"] = recent_drift(
+            recent, current, important, model.predict_proba(recent[feats]), cur_pd, settings
+        )
     retrain, reasons = should_retrain(summary, settings)
     summary["trigger"] = {"retrain": retrain, "reasons": reasons}
+    summary["alarm"] = alarm_kind(summary, settings)
     return jsonable(summary), drift
+
+
+def recent_drift(
+    recent: pd.DataFrame,
+    current: pd.DataFrame,
+    features: list[str],
+    recent_pd: np.ndarray,
+    current_pd: np.ndarray,
+    settings: MonitorConfig,
+) -> dict:
+    """Is the world still moving? PSI of this month against the months just scored.
+
+    The training reference answers another question (has the world left the model's training
+    data?); an alarm against a reference a year old never clears after a lasting shift, this one
+    does once the world stops moving. PSI only (no evidently test): it is cheap on every month.
+    """
+    psis = {
+        f: psi(recent[f].to_numpy(), current[f].to_numpy(), settings.psi_bins) for f in features
+    }
+    drifted = sorted(f for f, v in psis.items() if v >= settings.min_feature_psi)
+    return {
+        "as_ofs": sorted({f"{pd.Timestamp(d):%Y-%m-%d}" for d in recent["as_of"].unique()})
+        if "as_of" in recent.columns
+        else [],
+        "rows": int(len(recent)),
+        "score_psi": psi(recent_pd, current_pd, settings.psi_bins),
+        "drifted": drifted,
+        "drifted_share": len(drifted) / len(features) if features else 0.0,
+    }
+
+
+def alarm_kind(summary: dict, settings: MonitorConfig) -> dict:
+    """Which reference the drift alarm fires against: the champion's training data, the recent
+    months, or both (the alarm's reasons are in `trigger`)."""
+    train = (summary.get("drift") or {}).get(
+        "drifted_share", 0.0
+    ) >= settings.max_drifted_share or (
+        (summary.get("score") or {}).get("psi") or 0.0
+    ) >= settings.max_score_psi
+    rec = summary.get("drift_recent")
+    recent = bool(rec) and (
+        rec["drifted_share"] >= settings.max_drifted_share
+        or (rec["score_psi"] or 0.0) >= settings.max_score_psi
+    )
+    return {"vs_training": bool(train), "vs_recent": recent}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,8 +499,22 @@ def run_monitor(
         matured = read_features(feature_table_path(features_dir, t))
         if decisions_path(decisions_dir, t).exists():
             matured_dec = pd.read_parquet(decisions_path(decisions_dir, t))
+    earlier = [d for d in available_as_ofs(features_dir) if d < as_of][-settings.recent_months :]
+    recent = None
+    if earlier:
+        per = max(1, settings.drift_sample_rows // len(earlier))
+        recent = pd.concat(
+            [
+                read_features(feature_table_path(features_dir, d))
+                .pipe(lambda f: f.sample(min(len(f), per), random_state=seed))
+                .assign(as_of=d)
+                for d in earlier
+            ],
+            ignore_index=True,
+        )
     summary, drift = summarise_monitoring(
         as_of=as_of,
+        recent=recent,
         model=model,
         reference=reference,
         current=current,

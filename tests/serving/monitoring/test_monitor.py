@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -271,3 +272,45 @@ def test_summary_is_deterministic_and_psi_ignores_row_order(ref_and_model):
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     shuffled, _ = summarise_monitoring(current=cur.sample(frac=1.0, random_state=0), **kw)
     assert shuffled["score"]["psi"] == pytest.approx(a["score"]["psi"], abs=1e-12)
+
+
+def test_drift_against_the_recent_months_fires_at_a_lasting_shift_and_clears_after_it():
+    # One feature, N(0, 1) for six months, N(1, 1) from month 7 on; PD = sigmoid(x). Against the
+    # three months just scored, month 7 drifts (PSI ~ 1), months 10+ compare shifted with shifted.
+    from serving.monitoring.monitor import alarm_kind, recent_drift
+
+    rng = np.random.default_rng(3)
+    months = {
+        m: pd.DataFrame({"x": rng.normal(0.0 if m < 7 else 1.0, 1.0, 4000)}) for m in range(1, 13)
+    }
+    cfg = MonitorConfig()
+    fired = {}
+    for m in range(4, 13):
+        recent = pd.concat([months[k] for k in (m - 3, m - 2, m - 1)], ignore_index=True)
+        cur = months[m]
+        r = recent_drift(
+            recent, cur, ["x"], 1 / (1 + np.exp(-recent["x"])), 1 / (1 + np.exp(-cur["x"])), cfg
+        )
+        fired[m] = alarm_kind({"drift_recent": r}, cfg)["vs_recent"]
+    assert fired == {
+        4: False,
+        5: False,
+        6: False,
+        7: True,
+        8: True,
+        9: False,  # against months 6-8 (two of three shifted): PSI under the 0.1 limit
+        10: False,
+        11: False,
+        12: False,
+    }
+    # Against a training reference from before the shift the alarm never clears.
+    train = pd.concat([months[k] for k in (1, 2, 3)], ignore_index=True)
+    late = recent_drift(
+        train,
+        months[12],
+        ["x"],
+        1 / (1 + np.exp(-train["x"])),
+        1 / (1 + np.exp(-months[12]["x"])),
+        cfg,
+    )
+    assert late["drifted_share"] == 1.0 and late["score_psi"] > cfg.max_score_psi
