@@ -528,11 +528,22 @@ def _run_cycle(
             cooling = last_retrain is not None and d < last_retrain + pd.DateOffset(
                 months=s.monitor.retrain_cooldown_months
             )
+            newest = _newest_matured(features_dir, d, s)
+            seen = _champion_newest_month(lineage)
             if cooling:
                 month_retrain = {
                     "as_of": f"{d:%Y-%m-%d}",
                     "status": "cooldown",
                     "reasons": summary["trigger"]["reasons"],
+                }
+            elif newest is not None and seen is not None and newest <= seen:
+                # Retraining on the same matured months the champion learnt from would give the
+                # same model again: wait for a new month to mature (no cooldown consumed).
+                month_retrain = {
+                    "as_of": f"{d:%Y-%m-%d}",
+                    "status": "no_new_data",
+                    "reasons": summary["trigger"]["reasons"]
+                    + [f"no matured month after {seen:%Y-%m-%d}, the champion's newest"],
                 }
             else:
                 t0 = time.perf_counter()
@@ -626,6 +637,32 @@ def _run_cycle(
         boot_events,
         outcomes,
     )
+
+
+def _newest_matured(features_dir: Path, d: pd.Timestamp, s: CycleSettings) -> pd.Timestamp | None:
+    """The newest as-of whose default labels have matured by `d` (what a retrain would use)."""
+    from features.catalog import available_as_ofs
+    from training.retrain import matured_as_ofs
+
+    m = matured_as_ofs(
+        available_as_ofs(features_dir),
+        d,
+        s.monitor.label_horizon_months,
+        s.monitor.label_margin_days,
+    )
+    return m[-1] if m else None
+
+
+def _champion_newest_month(lineage: dict) -> pd.Timestamp | None:
+    """The newest as-of the champion was trained or tested on (its lineage), None if unknown."""
+    lj = lineage.get("lineage_json") or {}
+    days = [
+        d
+        for part in ("train", "valid", "oot")
+        if isinstance(got := (lj.get(part) or {}).get("as_of"), list)  # valid may be a sentence
+        for d in got
+    ]
+    return max(pd.Timestamp(x) for x in days) if days else None
 
 
 def _reference_scores(tracking_uri: str, features_dir: Path, model, s: CycleSettings):
