@@ -302,6 +302,114 @@ def _effective_line(decided: pd.DataFrame) -> np.ndarray:
     return np.where(np.isin(act, NO_LINE_ACTIONS), 0.0, line)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """The inputs every step of one `explain_downgrades` call reads, aligned on the explained users.
+
+    Rows follow `ids` (the adverse new decisions, sorted by user_id); `xn`/`xo` (and `nv`/`ov`,
+    their arrays) are the new and old snapshots in `columns` order.
+    """
+
+    as_of: pd.Timestamp
+    prev_as_of: pd.Timestamp
+    deferred_at: pd.Timestamp | None  # see `explain_downgrades`
+    ids: np.ndarray
+    down: pd.DataFrame  # the adverse new decisions
+    old_dec: pd.DataFrame  # their previous decisions, index user_id
+    xn: pd.DataFrame
+    xo: pd.DataFrame
+    nv: np.ndarray
+    ov: np.ndarray
+    columns: list[str]
+    col_cause: dict[str, str]
+    models: dict[str, PreparedModel]  # credit_old, credit_new, fraud_old, fraud_new
+    policy_old: Any
+    policy_new: Any
+    limits: dict[str, float]  # source age limits (days) of the freshness test
+    rule_ctx: dict[str, str]  # the ctx_ column each regulation reads
+    fm: dict
+    rs: dict
+    n_threads: int
+
+
+@dataclass(frozen=True)
+class _LineSplit:
+    """Step 2: the usable-line change split over FACTORS."""
+
+    phi: np.ndarray  # (users, FACTORS): Shapley value of each factor, CNY
+    continuing: np.ndarray  # the change with nothing new: the old state decided again now
+    reproduced: np.ndarray  # the all-new mix gave the recorded decision
+
+
+@dataclass(frozen=True)
+class _Margins:
+    """Step 3: credit (m) and fraud (g) log-odds margins: 0 old, 1 new data under the old model,
+    2 new data and model; phi: exact Shapley values of the data step over the old model's inputs."""
+
+    m0: np.ndarray
+    m1: np.ndarray
+    m2: np.ndarray
+    phi_credit: np.ndarray
+    g0: np.ndarray
+    g1: np.ndarray
+    g2: np.ndarray
+    phi_fraud: np.ndarray
+    cut_old: float  # adverse PD cut-off, log-odds
+    cut_new: float
+    fz_old: float  # fraud freeze threshold, log-odds
+    fz_new: float
+    add_err_credit: np.ndarray  # |sum(phi) - data step|
+    add_err_fraud: np.ndarray
+    unchanged_credit: np.ndarray  # largest |phi| of a feature that did not change
+    unchanged_fraud: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What steps 1-3 found for the batch, and the per-user inputs of step 4."""
+
+    # steps 1-3
+    stale: np.ndarray
+    line: _LineSplit
+    margins: _Margins
+    # step 4
+    level: np.ndarray  # explained by level (nothing new outweighs the continuing drop)
+    phi_level_credit: np.ndarray  # the new models against a user in good standing
+    phi_level_fraud: np.ndarray
+    recourse: dict[str, Any]
+    changed: np.ndarray  # (users, columns): the value moved
+    new_rules: list[set[str]]
+    old_rules: list[set[str]]
+    # the decisions and snapshot as recorded
+    old_rows: list[dict[str, Any]]
+    new_rows: list[dict[str, Any]]
+    fresh_cols: list[str]
+    fresh_vals: np.ndarray  # (users, fresh_cols)
+    repaid: np.ndarray
+    prev_line: np.ndarray
+    new_line: np.ndarray
+    actions: np.ndarray
+    prev_actions: np.ndarray
+
+
+@dataclass(frozen=True)
+class _ReasonCase:
+    """One user, as `_reason_items` reads them (the batch holds the snapshots and metadata)."""
+
+    i: int  # row in the batch
+    cause: str
+    shares: dict[str, float]  # line Shapley value per factor
+    cited: np.ndarray  # the columns a reason may cite: the changed ones (all, explained by level)
+    credit: PreparedModel  # the model whose attributions rank the data reasons
+    phi_credit: np.ndarray
+    fraud: PreparedModel
+    phi_fraud: np.ndarray
+    model_step_neg: float  # credit log-odds, new data: old model minus new model
+    policy_step: float  # adverse cut-off, old minus new (log-odds)
+    rules_new: set[str]
+    stale: bool
+
+
 def explain_downgrades(
     new_decisions: pd.DataFrame,
     old_decisions: pd.DataFrame,
@@ -332,33 +440,12 @@ def explain_downgrades(
     decision(s) after it, up to this date, were deferred: the new decision went ahead from the
     deferred record, so it knew no previous band or rules (as scoring did), and the records say so.
     """
-    from serving.scoring.policy import (
-        REGULATION_KINDS,
-        adverse_cutoff_logodds,
-        decide_lines,
-        previous_bands,
-        previous_rules,
-        required_columns,
-        stale_mask,
-    )
-
     fm, rs = _meta() if features_meta is None or reasons is None else (features_meta, reasons)
     fm = features_meta or fm
     rs = reasons or rs
     as_of = pd.Timestamp(as_of)
     prev_as_of = pd.Timestamp(prev_as_of)
-    # The same model object given twice (old and new versions equal) is compiled and scored once.
-    prepared: dict[int, PreparedModel] = {}
-    models = {}
-    for k, m in (
-        ("credit_old", credit_old),
-        ("credit_new", credit_new),
-        ("fraud_old", fraud_old),
-        ("fraud_new", fraud_new),
-    ):
-        if id(m) not in prepared:
-            prepared[id(m)] = m if isinstance(m, PreparedModel) else prepare_model(m)
-        models[k] = prepared[id(m)]
+    models = _prepare_models(credit_old, credit_new, fraud_old, fraud_new)
     down = select_downgrades(new_decisions, old_decisions, usable_before)
     if users is not None:
         down = down[down["user_id"].isin([str(u) for u in users])].reset_index(drop=True)
@@ -376,22 +463,79 @@ def explain_downgrades(
         .set_index("user_id")
         .loc[ids]
     )
+    xn_all = _rows_of(new_features, ids, "new feature snapshot")
+    xo_all = _rows_of(old_features, ids, "old feature snapshot")
+    columns = _explained_columns(models, xn_all, xo_all)
+    xn = xn_all[columns].astype(np.float64)
+    xo = xo_all[columns].astype(np.float64)
+    b = _Batch(
+        as_of=as_of,
+        prev_as_of=prev_as_of,
+        deferred_at=None if deferred_at is None else pd.Timestamp(deferred_at),
+        ids=ids,
+        down=down,
+        old_dec=old_dec,
+        xn=xn,
+        xo=xo,
+        nv=xn.to_numpy(),
+        ov=xo.to_numpy(),
+        columns=columns,
+        col_cause={c: column_cause(c, fm, rs) for c in columns},
+        models=models,
+        policy_old=policy_old,
+        policy_new=policy_new,
+        limits=policy_new.max_age_days if max_age_days is None else max_age_days,
+        rule_ctx=_rule_inputs(policy_old, policy_new),
+        fm=fm,
+        rs=rs,
+        n_threads=n_threads,
+    )
+    found = _find(b, xn_all, new_features, new_decisions)
+    records, details = [], []
+    for i in range(n):
+        row, detail = _explain_user(b, found, i)
+        records.append(row)
+        details.append(detail)
+    frame = pd.DataFrame.from_records(records)
+    summary = summarise(frame)
+    return Explanations(records=frame, details=details, summary=summary)
 
-    def rows(frame: pd.DataFrame, what: str) -> pd.DataFrame:
-        f = (
-            frame.assign(user_id=frame["user_id"].astype(str))
-            .drop_duplicates("user_id")
-            .set_index("user_id")
+
+def _prepare_models(credit_old, credit_new, fraud_old, fraud_new) -> dict[str, PreparedModel]:
+    """The four models compiled; the same object given twice is compiled (and scored) once."""
+    prepared: dict[int, PreparedModel] = {}
+    models = {}
+    for k, m in (
+        ("credit_old", credit_old),
+        ("credit_new", credit_new),
+        ("fraud_old", fraud_old),
+        ("fraud_new", fraud_new),
+    ):
+        if id(m) not in prepared:
+            prepared[id(m)] = m if isinstance(m, PreparedModel) else prepare_model(m)
+        models[k] = prepared[id(m)]
+    return models
+
+
+def _rows_of(frame: pd.DataFrame, ids: np.ndarray, what: str) -> pd.DataFrame:
+    """The rows of `frame` for `ids`, in that order (index: user_id as str)."""
+    f = (
+        frame.assign(user_id=frame["user_id"].astype(str))
+        .drop_duplicates("user_id")
+        .set_index("user_id")
+    )
+    absent = [u for u in ids if u not in f.index]
+    if absent:
+        raise ValueError(
+            f"explain: {what} has no row for {len(absent)} explained user(s) (first: {absent[0]})"
         )
-        absent = [u for u in ids if u not in f.index]
-        if absent:
-            raise ValueError(
-                f"explain: {what} has no row for {len(absent)} explained user(s) (first: {absent[0]})"
-            )
-        return f.loc[ids]
+    return f.loc[ids]
 
-    xn_all = rows(new_features, "new feature snapshot")
-    xo_all = rows(old_features, "old feature snapshot")
+
+def _explained_columns(
+    models: dict[str, PreparedModel], xn_all: pd.DataFrame, xo_all: pd.DataFrame
+) -> list[str]:
+    """Every model input, then the reportable ctx_/fresh_ columns both snapshots have."""
     model_cols = sorted({c for m in models.values() for c in m.features})
     ctx_cols = sorted(
         c
@@ -405,73 +549,251 @@ def explain_downgrades(
         for frame, what in ((xn_all, "new"), (xo_all, "old")):
             if c not in frame.columns:
                 raise ValueError(f"explain: {what} feature snapshot lacks model input column {c!r}")
-    xn = xn_all[columns].astype(np.float64)
-    xo = xo_all[columns].astype(np.float64)
-    col_cause = {c: column_cause(c, fm, rs) for c in columns}
+    return columns
 
+
+def _rule_inputs(policy_old, policy_new) -> dict[str, str]:
+    """The ctx_ column each regulation reads, so a regulation reason cites its own input."""
+    from serving.scoring.policy import REGULATION_KINDS
+
+    return {
+        r.id: REGULATION_KINDS[r.kind][1]
+        for pol in (policy_old, policy_new)
+        for r in pol.regulations
+        if r.kind in REGULATION_KINDS
+    }
+
+
+def _find(
+    b: _Batch, xn_all: pd.DataFrame, new_features: pd.DataFrame, new_decisions: pd.DataFrame
+) -> _Found:
+    """Steps 1-3 for the whole batch, and what step 4 reads per user.
+
+    `xn_all`: the explained users' rows of `new_features` (every column, in batch order).
+    """
+    from serving.scoring.policy import stale_mask
+
+    n = len(b.ids)
     # --- 1. Freshness first.
-    limits = policy_new.max_age_days if max_age_days is None else max_age_days
     # The same test the scoring guard applies (`serving.scoring.policy.stale_mask`; a payment stuck in a
     # sync incident is caught by the features' fresh_sync_lag_flag), plus any deferred decision.
-    stale = stale_mask(xn.reset_index(), limits) | (down["action"].to_numpy() == "defer")
-
+    stale = stale_mask(b.xn.reset_index(), b.limits) | (b.down["action"].to_numpy() == "defer")
     # --- 2. Line-space Shapley over factors, by enumerating every old/new mix.
-    prev_line = _num(down, "prev_line_cny")
+    line = _split_line(b)
+    # --- 3. Log-odds margins, step by step, and exact Shapley over features for the data steps.
+    mg = _margin_steps(b)
+    # --- 4. Per user: cause, reasons, recourse (`_explain_user`); here what it reads.
+    # Back under the cut-off by the band hysteresis: the next decision knows the user's band.
+    recourse = _recourse_search(
+        b.models["credit_new"],
+        b.xn,
+        b.xo,
+        mg.cut_new - b.policy_new.band_hysteresis_logodds,
+        b.fm,
+        b.n_threads,
+    )
+    new_rules, old_rules = _rules_fired(b)
+    # A user whose line falls although nothing changed (someone who stays in a "lower" band is
+    # lowered again each month) is explained by level: baseline Shapley of the new model against a
+    # reference row in good standing (feature medians of users kept or raised at this as-of).
+    # The part of the drop that happens with nothing new (the old state, decided again now, is
+    # already lowered: the user stays in a lowering band). When it outweighs every factor, the
+    # downgrade is explained by level, like one where nothing changed at all.
+    level = (
+        (np.abs(line.phi).sum(axis=1) < 1e-9)
+        | (-line.continuing > (-line.phi).max(axis=1, initial=0.0))
+    ) & ~stale
+    phi_level_c, phi_level_f = _level_attributions(b, level, new_features, new_decisions)
+    fresh_cols = sorted(c for c in xn_all.columns if c.startswith("fresh_"))
+    return _Found(
+        stale=stale,
+        line=line,
+        margins=mg,
+        level=level,
+        phi_level_credit=phi_level_c,
+        phi_level_fraud=phi_level_f,
+        recourse=recourse,
+        changed=~_same(b.nv, b.ov),
+        new_rules=new_rules,
+        old_rules=old_rules,
+        old_rows=b.old_dec.reset_index().to_dict("records"),
+        new_rows=b.down.to_dict("records"),
+        fresh_cols=fresh_cols,
+        fresh_vals=(
+            xn_all[fresh_cols].to_numpy(dtype=np.float64, na_value=np.nan)
+            if fresh_cols
+            else np.zeros((n, 0))
+        ),
+        repaid=_num(xn_all, "ctx_repaid_in_full_30d") == 1,
+        prev_line=_num(b.down, "prev_line_cny"),
+        new_line=_num(b.down, "new_line_cny"),
+        actions=b.down["action"].to_numpy().astype(str),
+        prev_actions=b.old_dec["action"].to_numpy().astype(str),
+    )
+
+
+def _rules_fired(b: _Batch) -> tuple[list[set[str]], list[set[str]]]:
+    """The rules each new decision fired, and those its previous decision applied."""
+    n = len(b.ids)
+    new_rules = [
+        set(filter(None, str(r).split(";")))
+        for r in b.down.get("rules_fired", pd.Series([""] * n)).fillna("")
+    ]
+    # A deferred decision applied none of its rules (they were held back), so every rule the
+    # decision that goes ahead now fires is new.
+    old_rules = [
+        set() if act == "defer" else set(filter(None, str(r).split(";")))
+        for r, act in zip(
+            b.old_dec.get("rules_fired", pd.Series([""] * n, index=b.old_dec.index)).fillna(""),
+            b.old_dec["action"].astype(str),
+            strict=True,
+        )
+    ]
+    return new_rules, old_rules
+
+
+def _level_attributions(
+    b: _Batch, level: np.ndarray, new_features: pd.DataFrame, new_decisions: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline Shapley values of the new credit and fraud models for the users explained by
+    level, against a reference row in good standing (zero for the others)."""
+    n = len(b.ids)
+    c_new, f_new = b.models["credit_new"], b.models["fraud_new"]
+    phi_level_c = np.zeros((n, len(c_new.features)))
+    phi_level_f = np.zeros((n, len(f_new.features)))
+    if level.any():
+        for mdl, out_phi in ((c_new, phi_level_c), (f_new, phi_level_f)):
+            ref = _good_standing(new_features, new_decisions, mdl.features)
+            rows_ = b.xn[list(mdl.features)].to_numpy()[level]
+            out_phi[level] = mdl.calib_a * attribute(
+                mdl.trees, rows_, np.repeat(ref[None, :], len(rows_), axis=0), b.n_threads
+            )
+    return phi_level_c, phi_level_f
+
+
+def _split_line(b: _Batch) -> _LineSplit:
+    """Step 2: exact Shapley values of the usable-line change over FACTORS.
+
+    Every mix of old and new of the factors that changed is decided again by
+    `serving.scoring.policy.decide_lines`; the all-new mix must give the recorded decision.
+    """
+    from serving.scoring.policy import decide_lines, previous_bands, previous_rules
+
+    n = len(b.ids)
+    prev_line = _num(b.down, "prev_line_cny")
     # The band the recorded new decision compared against (scoring passes the previous
     # decision's band): every mix carries it, so the all-new mix reproduces the decision.
-    if deferred_at is None:
-        prev_band = previous_bands(old_dec.reset_index(), policy_new).to_numpy()
-        prev_rules = previous_rules(old_dec.reset_index()).to_numpy()
+    if b.deferred_at is None:
+        prev_band = previous_bands(b.old_dec.reset_index(), b.policy_new).to_numpy()
+        prev_rules = previous_rules(b.old_dec.reset_index()).to_numpy()
     else:  # scoring compared against the deferred record: band and rules unknown
         prev_band = np.full(n, None, dtype=object)
         prev_rules = np.full(n, None, dtype=object)
-    held_at = None if deferred_at is None else pd.Timestamp(deferred_at)
-    pin_old = pin_policy(policy_old, prev_as_of)
-    pin_new = pin_policy(policy_new, as_of)
-    data_keys = DATA_FACTORS
-    nv = xn.to_numpy()
-    ov = xo.to_numpy()
+    pin_old = pin_policy(b.policy_old, b.prev_as_of)
+    pin_new = pin_policy(b.policy_new, b.as_of)
     # Freshness is checked first and can only hold a line back (defer), never cut it: in the
     # mixes the freshness columns always take their new values, so a flag that cleared since the
     # last run (a deferred decision now going ahead) is not blamed for the cut.
-    ov_mix = ov.copy()
-    fresh_idx = [j for j, c in enumerate(columns) if col_cause[c] == "system_data"]
-    ov_mix[:, fresh_idx] = nv[:, fresh_idx]
-    pos = {c: j for j, c in enumerate(columns)}
-    model_idx = {key: [pos[c] for c in m.features] for key, m in models.items()}
+    ov_mix = b.ov.copy()
+    fresh_idx = [j for j, c in enumerate(b.columns) if b.col_cause[c] == "system_data"]
+    ov_mix[:, fresh_idx] = b.nv[:, fresh_idx]
+    mix_scores = _mix_scorer(b, ov_mix, pin_old, pin_new)
+    active = _active_factors(b, ov_mix, pin_old, pin_new)
+    k = len(active)
+    values = np.zeros((n, 1 << k))
+    full_new = None
+    for s in range(1 << k):
+        on = {active[i] for i in range(k) if s >> i & 1}
+        hs = mix_scores(on)
+        credit = hs["credit_new" if "model_update" in on else "credit_old"]
+        fraud = hs["fraud_new" if "model_update" in on else "fraud_old"]
+        pol = _mix_policy(pin_old, pin_new, "regulation" in on, "policy" in on)
+        scored = pd.DataFrame(
+            {
+                "user_id": b.ids,
+                "prev_line_cny": prev_line,
+                # (a band id the mixed-in policy lacks counts as unknown)
+                "prev_band": np.where(
+                    np.isin(prev_band, [band.id for band in pol.bands]), prev_band, None
+                ),
+                "prev_rules": prev_rules,
+                "credit_margin": credit,
+                "pd": 1.0 / (1.0 + np.exp(-credit)),
+                "fraud_p": 1.0 / (1.0 + np.exp(-fraud)),
+                **hs["rule_cols"],
+            }
+        )
+        decided = decide_lines(scored, pol, b.as_of, b.limits)
+        values[:, s] = _effective_line(decided)
+        if s == (1 << k) - 1:
+            full_new = decided
+    line_phi = np.zeros((n, len(FACTORS)))
+    if k:
+        line_phi[:, [FACTORS.index(f) for f in active]] = _shapley_from_subsets(values, k)
+    reproduced = (
+        np.abs(full_new["new_line_cny"].to_numpy() - _num(b.down, "new_line_cny")) < 0.5
+    ) & (full_new["action"].to_numpy().astype(str) == b.down["action"].to_numpy().astype(str))
+    if not reproduced.all():
+        log.warning(
+            "explain: %d of %d decisions were not reproduced by re-running the policy on the "
+            "recorded models and snapshot (different models or policy file?)",
+            int((~reproduced).sum()),
+            n,
+        )
+    return _LineSplit(phi=line_phi, continuing=values[:, 0] - prev_line, reproduced=reproduced)
+
+
+def _mix_scorer(b: _Batch, ov_mix: np.ndarray, pin_old, pin_new):
+    """A function from the factors taken new to the model margins and rule inputs of that mix
+    (each data mix scored once)."""
+    from serving.scoring.policy import required_columns
+
+    pos = {c: j for j, c in enumerate(b.columns)}
+    model_idx = {key: [pos[c] for c in m.features] for key, m in b.models.items()}
     rule_cols = sorted(
-        set(required_columns(pin_old, as_of, limits))
-        | set(required_columns(pin_new, as_of, limits))
+        set(required_columns(pin_old, b.as_of, b.limits))
+        | set(required_columns(pin_new, b.as_of, b.limits))
     )
     for c in rule_cols:
         if c not in pos:
             raise ValueError(f"explain: the policy reads {c!r}, which the feature snapshots lack")
     hybrid_scores: dict[int, dict[str, Any]] = {}
 
-    def hybrid(dmask: int) -> dict[str, Any]:
+    def scores(on: set[str]) -> dict[str, Any]:
+        dmask = sum(
+            1 << i
+            for i, key in enumerate(DATA_FACTORS)
+            if (key in on) or (key == "regulation_data" and "regulation" in on)
+        )
         # Scores of the snapshot that takes the data groups in `dmask` new and the rest old.
         if dmask not in hybrid_scores:
-            chosen = {data_keys[i] for i in range(len(data_keys)) if dmask >> i & 1}
-            take_new = np.array([col_cause[c] in chosen for c in columns])
-            hyb = np.where(take_new[None, :], nv, ov_mix)
+            chosen = {DATA_FACTORS[i] for i in range(len(DATA_FACTORS)) if dmask >> i & 1}
+            take_new = np.array([b.col_cause[c] in chosen for c in b.columns])
+            hyb = np.where(take_new[None, :], b.nv, ov_mix)
             margins: dict[int, np.ndarray] = {}
-            for key, m in models.items():
+            for key, m in b.models.items():
                 if id(m) not in margins:
-                    margins[id(m)] = m.margin(hyb[:, model_idx[key]], n_threads=n_threads)
+                    margins[id(m)] = m.margin(hyb[:, model_idx[key]], n_threads=b.n_threads)
             hybrid_scores[dmask] = {
                 "rule_cols": {c: hyb[:, pos[c]] for c in rule_cols},
-                **{key: margins[id(m)] for key, m in models.items()},
+                **{key: margins[id(m)] for key, m in b.models.items()},
             }
         return hybrid_scores[dmask]
 
+    return scores
+
+
+def _active_factors(b: _Batch, ov_mix: np.ndarray, pin_old, pin_new) -> list[str]:
+    """The FACTORS that changed between old and new, in FACTORS order."""
     # A factor that did not change is a dummy player (Shapley value 0): leave it out of the mixes.
-    changed_cols = ~_same(nv, ov_mix)
+    changed_cols = ~_same(b.nv, ov_mix)
     moved = {
-        key: bool(changed_cols[:, [col_cause[c] == key for c in columns]].any())
-        for key in data_keys
+        key: bool(changed_cols[:, [b.col_cause[c] == key for c in b.columns]].any())
+        for key in DATA_FACTORS
     }
     plain = dict(version="", digest="", regulations=())
-    active = [
+    models = b.models
+    return [
         f
         for f in FACTORS
         if (
@@ -491,278 +813,170 @@ def explain_downgrades(
         )
         or moved.get(f, False)
     ]
-    k = len(active)
-    values = np.zeros((n, 1 << k))
-    full_new = None
-    for s in range(1 << k):
-        on = {active[i] for i in range(k) if s >> i & 1}
-        dmask = sum(
-            1 << i
-            for i, key in enumerate(data_keys)
-            if (key in on) or (key == "regulation_data" and "regulation" in on)
-        )
-        hs = hybrid(dmask)
-        credit = hs["credit_new" if "model_update" in on else "credit_old"]
-        fraud = hs["fraud_new" if "model_update" in on else "fraud_old"]
-        pol = _mix_policy(pin_old, pin_new, "regulation" in on, "policy" in on)
-        scored = pd.DataFrame(
-            {
-                "user_id": ids,
-                "prev_line_cny": prev_line,
-                # (a band id the mixed-in policy lacks counts as unknown)
-                "prev_band": np.where(
-                    np.isin(prev_band, [b.id for b in pol.bands]), prev_band, None
-                ),
-                "prev_rules": prev_rules,
-                "credit_margin": credit,
-                "pd": 1.0 / (1.0 + np.exp(-credit)),
-                "fraud_p": 1.0 / (1.0 + np.exp(-fraud)),
-                **hs["rule_cols"],
-            }
-        )
-        decided = decide_lines(scored, pol, as_of, limits)
-        values[:, s] = _effective_line(decided)
-        if s == (1 << k) - 1:
-            full_new = decided
-    line_phi = np.zeros((n, len(FACTORS)))
-    if k:
-        line_phi[:, [FACTORS.index(f) for f in active]] = _shapley_from_subsets(values, k)
-    k = len(FACTORS)
-    reproduced = (
-        np.abs(full_new["new_line_cny"].to_numpy() - _num(down, "new_line_cny")) < 0.5
-    ) & (full_new["action"].to_numpy().astype(str) == down["action"].to_numpy().astype(str))
-    if not reproduced.all():
-        log.warning(
-            "explain: %d of %d decisions were not reproduced by re-running the policy on the "
-            "recorded models and snapshot (different models or policy file?)",
-            int((~reproduced).sum()),
-            n,
-        )
 
-    # --- 3. Log-odds margins, step by step, and exact Shapley over features for the data steps.
-    c_old, c_new = models["credit_old"], models["credit_new"]
-    f_old, f_new = models["fraud_old"], models["fraud_new"]
-    m0 = c_old.margin(xo[list(c_old.features)], n_threads)
-    m1 = c_old.margin(xn[list(c_old.features)], n_threads)
-    m2 = c_new.margin(xn[list(c_new.features)], n_threads)
+
+def _margin_steps(b: _Batch) -> _Margins:
+    """Step 3: the credit and fraud margins old -> new data -> new model, and the data step split
+    over features (exact baseline Shapley, the old snapshot the background row)."""
+    from serving.scoring.policy import adverse_cutoff_logodds
+
+    xn, xo, nt = b.xn, b.xo, b.n_threads
+    c_old, c_new = b.models["credit_old"], b.models["credit_new"]
+    f_old, f_new = b.models["fraud_old"], b.models["fraud_new"]
+    m0 = c_old.margin(xo[list(c_old.features)], nt)
+    m1 = c_old.margin(xn[list(c_old.features)], nt)
+    m2 = c_new.margin(xn[list(c_new.features)], nt)
     phi_credit = c_old.calib_a * attribute(
-        c_old.trees, xn[list(c_old.features)], xo[list(c_old.features)], n_threads
+        c_old.trees, xn[list(c_old.features)], xo[list(c_old.features)], nt
     )
-    g0 = f_old.margin(xo[list(f_old.features)], n_threads)
-    g1 = f_old.margin(xn[list(f_old.features)], n_threads)
-    g2 = f_new.margin(xn[list(f_new.features)], n_threads)
+    g0 = f_old.margin(xo[list(f_old.features)], nt)
+    g1 = f_old.margin(xn[list(f_old.features)], nt)
+    g2 = f_new.margin(xn[list(f_new.features)], nt)
     phi_fraud = f_old.calib_a * attribute(
-        f_old.trees, xn[list(f_old.features)], xo[list(f_old.features)], n_threads
+        f_old.trees, xn[list(f_old.features)], xo[list(f_old.features)], nt
     )
-    cut_old = adverse_cutoff_logodds(policy_old, prev_as_of)
-    cut_new = adverse_cutoff_logodds(policy_new, as_of)
-    fz_old = float(np.log(policy_old.fraud_freeze_p) - np.log1p(-policy_old.fraud_freeze_p))
-    fz_new = float(np.log(policy_new.fraud_freeze_p) - np.log1p(-policy_new.fraud_freeze_p))
-    add_err_credit = np.abs(phi_credit.sum(axis=1) - (m1 - m0))
-    add_err_fraud = np.abs(phi_fraud.sum(axis=1) - (g1 - g0))
+    p_old, p_new = b.policy_old, b.policy_new
     same_c = _same(xn[list(c_old.features)].to_numpy(), xo[list(c_old.features)].to_numpy())
     same_f = _same(xn[list(f_old.features)].to_numpy(), xo[list(f_old.features)].to_numpy())
-    unchanged_c = np.where(same_c, np.abs(phi_credit), 0.0).max(axis=1, initial=0.0)
-    unchanged_f = np.where(same_f, np.abs(phi_fraud), 0.0).max(axis=1, initial=0.0)
-
-    # --- 4. Per user: cause, reasons, recourse.
-    # Back under the cut-off by the band hysteresis: the next decision knows the user's band.
-    recourse = _recourse_search(
-        c_new, xn, xo, cut_new - policy_new.band_hysteresis_logodds, fm, n_threads
+    return _Margins(
+        m0=m0,
+        m1=m1,
+        m2=m2,
+        phi_credit=phi_credit,
+        g0=g0,
+        g1=g1,
+        g2=g2,
+        phi_fraud=phi_fraud,
+        cut_old=adverse_cutoff_logodds(p_old, b.prev_as_of),
+        cut_new=adverse_cutoff_logodds(p_new, b.as_of),
+        fz_old=float(np.log(p_old.fraud_freeze_p) - np.log1p(-p_old.fraud_freeze_p)),
+        fz_new=float(np.log(p_new.fraud_freeze_p) - np.log1p(-p_new.fraud_freeze_p)),
+        add_err_credit=np.abs(phi_credit.sum(axis=1) - (m1 - m0)),
+        add_err_fraud=np.abs(phi_fraud.sum(axis=1) - (g1 - g0)),
+        unchanged_credit=np.where(same_c, np.abs(phi_credit), 0.0).max(axis=1, initial=0.0),
+        unchanged_fraud=np.where(same_f, np.abs(phi_fraud), 0.0).max(axis=1, initial=0.0),
     )
-    changed = ~_same(nv, ov)
-    new_rules = [
-        set(filter(None, str(r).split(";")))
-        for r in down.get("rules_fired", pd.Series([""] * n)).fillna("")
-    ]
-    # A deferred decision applied none of its rules (they were held back), so every rule the
-    # decision that goes ahead now fires is new.
-    old_rules = [
-        set() if act == "defer" else set(filter(None, str(r).split(";")))
-        for r, act in zip(
-            old_dec.get("rules_fired", pd.Series([""] * n, index=old_dec.index)).fillna(""),
-            old_dec["action"].astype(str),
-            strict=True,
-        )
-    ]
 
-    old_rows = old_dec.reset_index().to_dict("records")
-    new_rows = down.to_dict("records")
-    fresh_cols = sorted(c for c in xn_all.columns if c.startswith("fresh_"))
-    fresh_vals = (
-        xn_all[fresh_cols].to_numpy(dtype=np.float64, na_value=np.nan)
-        if fresh_cols
-        else np.zeros((n, 0))
+
+def _explain_user(b: _Batch, f: _Found, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Step 4 for one user: cause, reasons, recourse; the flat record and the report's detail."""
+    mg = f.margins
+    c_old, c_new = b.models["credit_old"], b.models["credit_new"]
+    f_old, f_new = b.models["fraud_old"], b.models["fraud_new"]
+    shares = {FACTORS[j]: float(f.line.phi[i, j]) for j in range(len(FACTORS))}
+    cause = _cause(b, f, i)
+    level = f.level[i]
+    case = _ReasonCase(
+        i=i,
+        cause=cause,
+        shares=shares,
+        cited=f.changed[i] | level,
+        credit=c_new if level else c_old,
+        phi_credit=f.phi_level_credit[i] if level else mg.phi_credit[i],
+        fraud=f_new if level else f_old,
+        phi_fraud=f.phi_level_fraud[i] if level else mg.phi_fraud[i],
+        model_step_neg=mg.m1[i] - mg.m2[i],
+        policy_step=mg.cut_old - mg.cut_new,
+        # a continuing downgrade blamed on a rule that already fired lists that rule too
+        rules_new=f.new_rules[i] if cause == "regulation" else f.new_rules[i] - f.old_rules[i],
+        stale=f.stale[i],
     )
-    repaid = _num(xn_all, "ctx_repaid_in_full_30d") == 1
-    new_line = _num(down, "new_line_cny")
-    actions = down["action"].to_numpy().astype(str)
-    prev_actions = old_dec["action"].to_numpy().astype(str)
-    # A user whose line falls although nothing changed (someone who stays in a "lower" band is
-    # lowered again each month) is explained by level: baseline Shapley of the new model against a
-    # reference row in good standing (feature medians of users kept or raised at this as-of).
-    # The part of the drop that happens with nothing new (the old state, decided again now, is
-    # already lowered: the user stays in a lowering band). When it outweighs every factor, the
-    # downgrade is explained by level, like one where nothing changed at all.
-    line_continuing = values[:, 0] - prev_line
-    level = (
-        (np.abs(line_phi).sum(axis=1) < 1e-9)
-        | (-line_continuing > (-line_phi).max(axis=1, initial=0.0))
-    ) & ~stale
-    phi_level_c = np.zeros((n, len(c_new.features)))
-    phi_level_f = np.zeros((n, len(f_new.features)))
-    if level.any():
-        for mdl, out_phi in ((c_new, phi_level_c), (f_new, phi_level_f)):
-            ref = _good_standing(new_features, new_decisions, mdl.features)
-            rows_ = xn[list(mdl.features)].to_numpy()[level]
-            out_phi[level] = mdl.calib_a * attribute(
-                mdl.trees, rows_, np.repeat(ref[None, :], len(rows_), axis=0), n_threads
-            )
-    # the ctx_ column each regulation reads, so a regulation reason cites its own input
-    rule_ctx = {
-        r.id: REGULATION_KINDS[r.kind][1]
-        for pol in (policy_old, policy_new)
-        for r in pol.regulations
-        if r.kind in REGULATION_KINDS
+    items = _reason_items(b, case)
+    reasons_top = items[:MAX_REASONS]
+    rec = _recourse_for(b, f.recourse, i, cause, f.changed[i], f.new_rules[i])
+    row = _record(b, f, case, rec)
+    for r in range(MAX_REASONS):
+        it = reasons_top[r] if r < len(reasons_top) else None
+        row[f"reason_{r + 1}_code"] = it["code"] if it else None
+        row[f"reason_{r + 1}_cause"] = it["cause"] if it else None
+        row[f"reason_{r + 1}_en"] = it["text_en"] if it else None
+        row[f"reason_{r + 1}_zh"] = it["text_zh"] if it else None
+        row[f"reason_{r + 1}_weight"] = float(it["weight"]) if it else None
+    detail = {
+        **{kk: v for kk, v in row.items() if not kk.startswith("reason_")},
+        "deferred_at": b.deferred_at,  # None, not NaT, for the page's test
+        "reasons": reasons_top,
+        "other_reasons": items[MAX_REASONS:],
+        "waterfall": _waterfall(mg, i, c_old, b.fm),
+        "fraud_waterfall": _fraud_waterfall(mg, i, f_old, b.fm),
+        "changed_features": _changed_table(b, i, f.changed[i], mg.phi_credit[i], mg.phi_fraud[i]),
+        "freshness": _freshness_panel(f.fresh_cols, f.fresh_vals[i], f.stale[i], b.limits),
+        "trace": _trace(f.old_rows[i], f.new_rows[i]),
+        "recourse": rec,
     }
-    records, details = [], []
-    for i in range(n):
-        uid = ids[i]
-        drop = -line_phi[i]
-        shares = {FACTORS[j]: float(line_phi[i, j]) for j in range(k)}
-        if stale[i]:
-            cause = "system_data"
-        else:
-            order = sorted(range(k), key=lambda j: (-round(drop[j], 6), j))
-            cause = FACTORS[order[0]] if drop[order[0]] > 1e-9 and not level[i] else None
-        if cause is None:
-            cause = _level_cause(new_rules[i], actions[i], c_new, phi_level_c[i], col_cause)
-        rm_c, rp_c, rm_f, rp_f = (
-            (c_new, phi_level_c[i], f_new, phi_level_f[i])
-            if level[i]
-            else (c_old, phi_credit[i], f_old, phi_fraud[i])
-        )
-        items = _reason_items(
-            i,
-            cause,
-            shares,
-            columns,
-            col_cause,
-            changed[i] | level[i],
-            nv,
-            ov,
-            rm_c,
-            rp_c,
-            rm_f,
-            rp_f,
-            fm,
-            rs,
-            m1[i] - m2[i],
-            cut_old - cut_new,
-            # a continuing downgrade blamed on a rule that already fired lists that rule too
-            new_rules[i] if cause == "regulation" else new_rules[i] - old_rules[i],
-            stale[i],
-            c_old.version,
-            c_new.version,
-            policy_old.version,
-            policy_new.version,
-            rule_ctx,
-        )
-        reasons_top = items[:MAX_REASONS]
-        rec = _recourse_for(
-            i, cause, recourse, nv, ov, changed[i], columns, fm, rs, as_of, new_rules[i]
-        )
-        cz, ce = CAUSE_TEXT[cause]
-        waterfall = _waterfall(i, m0[i], cut_old, cut_new, phi_credit[i], c_old, m1[i], m2[i], fm)
-        row = {
-            "user_id": uid,
-            "as_of": as_of,
-            "prev_as_of": prev_as_of,
-            "deferred_at": pd.NaT if held_at is None else held_at,
-            "prev_line_cny": float(prev_line[i]),
-            "new_line_cny": float(new_line[i]),
-            "action": actions[i],
-            "prev_action": prev_actions[i],
-            "repaid_in_full_30d": bool(repaid[i]),
-            "freshness_flag": bool(stale[i]),
-            "freshness_reason": "flags" if stale[i] else "",
-            "continuing": bool(level[i]),
-            "cause": cause,
-            "cause_zh": cz,
-            "cause_en": ce,
-            "who_fixes": WHO_FIXES[cause],
-            **{f"line_shapley_{f}": shares[f] for f in FACTORS},
-            "line_continuing_cny": float(line_continuing[i]),
-            "credit_margin_old": float(m0[i]),
-            "credit_margin_data": float(m1[i]),
-            "credit_margin_new": float(m2[i]),
-            "cutoff_old": float(cut_old),
-            "cutoff_new": float(cut_new),
-            "decision_margin_old": float(m0[i] - cut_old),
-            "decision_margin_new": float(m2[i] - cut_new),
-            "step_data": float(m1[i] - m0[i]),
-            "step_model": float(m2[i] - m1[i]),
-            "step_policy": float(cut_old - cut_new),
-            "fraud_margin_old": float(g0[i] - fz_old),
-            "fraud_margin_new": float(g2[i] - fz_new),
-            "fraud_step_data": float(g1[i] - g0[i]),
-            "fraud_step_model": float(g2[i] - g1[i]),
-            "additivity_error": float(max(add_err_credit[i], add_err_fraud[i])),
-            "max_unchanged_attribution": float(max(unchanged_c[i], unchanged_f[i])),
-            "n_changed_features": int(changed[i].sum()),
-            "rules_new": ";".join(sorted(new_rules[i] - old_rules[i])),
-            "reproduced": bool(reproduced[i]),
-            "credit_model_version_old": int(c_old.version),
-            "credit_model_version_new": int(c_new.version),
-            "fraud_model_version_old": int(f_old.version),
-            "fraud_model_version_new": int(f_new.version),
-            "policy_version_old": str(policy_old.version),
-            "policy_version_new": str(policy_new.version),
-            "recourse_kind": rec["kind"],
-            "recourse_en": rec["text_en"],
-            "recourse_zh": rec["text_zh"],
-            "recourse_date": rec.get("date"),
-        }
-        for r in range(MAX_REASONS):
-            it = reasons_top[r] if r < len(reasons_top) else None
-            row[f"reason_{r + 1}_code"] = it["code"] if it else None
-            row[f"reason_{r + 1}_cause"] = it["cause"] if it else None
-            row[f"reason_{r + 1}_en"] = it["text_en"] if it else None
-            row[f"reason_{r + 1}_zh"] = it["text_zh"] if it else None
-            row[f"reason_{r + 1}_weight"] = float(it["weight"]) if it else None
-        records.append(row)
-        details.append(
-            {
-                **{kk: v for kk, v in row.items() if not kk.startswith("reason_")},
-                "deferred_at": held_at,  # None, not NaT, for the page's test
-                "reasons": reasons_top,
-                "other_reasons": items[MAX_REASONS:],
-                "waterfall": waterfall,
-                "fraud_waterfall": _fraud_waterfall(
-                    g0[i], fz_old, fz_new, phi_fraud[i], f_old, g1[i], g2[i], fm, rs
-                ),
-                "changed_features": _changed_table(
-                    i,
-                    columns,
-                    changed[i],
-                    nv,
-                    ov,
-                    col_cause,
-                    fm,
-                    rs,
-                    c_old,
-                    phi_credit[i],
-                    f_old,
-                    phi_fraud[i],
-                ),
-                "freshness": _freshness_panel(fresh_cols, fresh_vals[i], stale[i], limits),
-                "trace": _trace(old_rows[i], new_rows[i]),
-                "recourse": rec,
-            }
-        )
-    frame = pd.DataFrame.from_records(records)
-    summary = summarise(frame)
-    return Explanations(records=frame, details=details, summary=summary)
+    return row, detail
+
+
+def _cause(b: _Batch, f: _Found, i: int) -> str:
+    """Stale data first; else the factor that took away the largest share of the line; else
+    (explained by level) the binding rule or the risk family that keeps the PD high."""
+    if f.stale[i]:
+        return "system_data"
+    drop = -f.line.phi[i]
+    order = sorted(range(len(FACTORS)), key=lambda j: (-round(drop[j], 6), j))
+    if drop[order[0]] > 1e-9 and not f.level[i]:
+        return FACTORS[order[0]]
+    return _level_cause(
+        f.new_rules[i], f.actions[i], b.models["credit_new"], f.phi_level_credit[i], b.col_cause
+    )
+
+
+def _record(b: _Batch, f: _Found, case: _ReasonCase, rec: dict[str, Any]) -> dict[str, Any]:
+    """The flat record of one explained user, without its reason columns."""
+    i, cause, mg = case.i, case.cause, f.margins
+    cz, ce = CAUSE_TEXT[cause]
+    c_old, c_new = b.models["credit_old"], b.models["credit_new"]
+    f_old, f_new = b.models["fraud_old"], b.models["fraud_new"]
+    stale = f.stale[i]
+    return {
+        "user_id": b.ids[i],
+        "as_of": b.as_of,
+        "prev_as_of": b.prev_as_of,
+        "deferred_at": pd.NaT if b.deferred_at is None else b.deferred_at,
+        "prev_line_cny": float(f.prev_line[i]),
+        "new_line_cny": float(f.new_line[i]),
+        "action": f.actions[i],
+        "prev_action": f.prev_actions[i],
+        "repaid_in_full_30d": bool(f.repaid[i]),
+        "freshness_flag": bool(stale),
+        "freshness_reason": "flags" if stale else "",
+        "continuing": bool(f.level[i]),
+        "cause": cause,
+        "cause_zh": cz,
+        "cause_en": ce,
+        "who_fixes": WHO_FIXES[cause],
+        **{f"line_shapley_{f}": case.shares[f] for f in FACTORS},
+        "line_continuing_cny": float(f.line.continuing[i]),
+        "credit_margin_old": float(mg.m0[i]),
+        "credit_margin_data": float(mg.m1[i]),
+        "credit_margin_new": float(mg.m2[i]),
+        "cutoff_old": float(mg.cut_old),
+        "cutoff_new": float(mg.cut_new),
+        "decision_margin_old": float(mg.m0[i] - mg.cut_old),
+        "decision_margin_new": float(mg.m2[i] - mg.cut_new),
+        "step_data": float(mg.m1[i] - mg.m0[i]),
+        "step_model": float(mg.m2[i] - mg.m1[i]),
+        "step_policy": float(mg.cut_old - mg.cut_new),
+        "fraud_margin_old": float(mg.g0[i] - mg.fz_old),
+        "fraud_margin_new": float(mg.g2[i] - mg.fz_new),
+        "fraud_step_data": float(mg.g1[i] - mg.g0[i]),
+        "fraud_step_model": float(mg.g2[i] - mg.g1[i]),
+        "additivity_error": float(max(mg.add_err_credit[i], mg.add_err_fraud[i])),
+        "max_unchanged_attribution": float(max(mg.unchanged_credit[i], mg.unchanged_fraud[i])),
+        "n_changed_features": int(f.changed[i].sum()),
+        "rules_new": ";".join(sorted(f.new_rules[i] - f.old_rules[i])),
+        "reproduced": bool(f.line.reproduced[i]),
+        "credit_model_version_old": int(c_old.version),
+        "credit_model_version_new": int(c_new.version),
+        "fraud_model_version_old": int(f_old.version),
+        "fraud_model_version_new": int(f_new.version),
+        "policy_version_old": str(b.policy_old.version),
+        "policy_version_new": str(b.policy_new.version),
+        "recourse_kind": rec["kind"],
+        "recourse_en": rec["text_en"],
+        "recourse_zh": rec["text_zh"],
+        "recourse_date": rec.get("date"),
+    }
 
 
 def _model_key(m: PreparedModel) -> tuple:
@@ -849,174 +1063,16 @@ def _values_text(ba: list[dict[str, str]]) -> str:
     )
 
 
-def _reason_items(
-    i,
-    cause,
-    shares,
-    columns,
-    col_cause,
-    changed_row,
-    xn,
-    xo,
-    c_old,
-    phi_c,
-    f_old,
-    phi_f,
-    fm,
-    rs,
-    model_step_neg,
-    policy_step,
-    rules_new,
-    stale,
-    cv_old,
-    cv_new,
-    pv_old,
-    pv_new,
-    rule_ctx,
-) -> list[dict[str, Any]]:
+def _reason_items(b: _Batch, u: _ReasonCase) -> list[dict[str, Any]]:
     """All reasons for one user, ranked: the top cause's reasons first, then by weight."""
-    items: list[dict[str, Any]] = []
-    drop = {f: -v for f, v in shares.items()}
-
-    def add(code, item_cause, weight, zh, en, values=None):
-        items.append(
-            {
-                "code": code,
-                "cause": item_cause,
-                "weight": float(weight),
-                "text_zh": zh,
-                "text_en": en,
-                "values": values or [],
-            }
-        )
-
-    if stale:
-        # The signals that say the data were not current (flags, the book's late-arrival share,
-        # source ages over their limit show in the freshness panel), then the overdue it produced.
-        shown = {
-            "fresh_stale": "flag",
-            "fresh_sync_lag_flag": "flag",
-            "fresh_payments_lag_share_7d": "ratio",
-            "inst_dpd_now": "days",
-        }
-        vals = [
-            {
-                "feature": c,
-                "description": fm[c].description
-                if c in fm
-                else c.removeprefix("fresh_").replace("_", " "),
-                **before_after_text(float(xo[i, j]), float(xn[i, j]), shown[c]),
-            }
-            for j, c in enumerate(columns)
-            if c in shown and (changed_row[j] or c == "fresh_sync_lag_flag")
-        ]
-        add(
-            "data_not_current",
-            "system_data",
-            1e9,
-            "决策时数据未及时同步（例如还款尚未到账）：不利调整应暂缓，待数据同步后重新评估",
-            "data were not current when the decision ran (e.g. a repayment had not synced): hold the adverse decision and re-run it after the sync",
-            vals[:4],
-        )
-    # Data reasons: each model's feature groups, under the cause their features belong to (fraud
-    # signals such as a device change can lower the line through the credit model as well).
-    credit_groups = _group_contrib(c_old, phi_c, fm)
-    fraud_groups = _group_contrib(f_old, phi_f, fm)
-    credit_w = dict(zip(c_old.features, phi_c, strict=True))
-    fraud_w = dict(zip(f_old.features, phi_f, strict=True))
-    for code, w in credit_groups.items():
-        rc, zh, en = _reason_text(code, rs)
-        if w <= 0:
-            continue
-        ba = _before_after(code, columns, changed_row, xn, xo, i, fm, weights=credit_w)
-        scale = max(drop.get(rc, 0.0), 0.0)
-        add(code, rc, scale * 1e3 + w, zh, en, ba)
-    for code, w in fraud_groups.items():
-        rc, zh, en = _reason_text(code, rs)
-        if w <= 0:
-            continue
-        ba = _before_after(code, columns, changed_row, xn, xo, i, fm, weights=fraud_w)
-        scale = max(drop.get("fraud", 0.0), 0.0)
-        add(code, "fraud", scale * 1e3 + w, zh, en, ba)
-    # Context columns drive rules (lender count, debt-to-income): a data factor can cut the line
-    # through them without moving the model's margin.
-    for j, c in enumerate(columns):
-        if not (c in RULE_CONTEXT and changed_row[j] and c in fm and c in col_cause):
-            continue
-        # only a move toward the rule: more lenders, more debt, a KYC expiry nearer
-        toward = xn[i, j] < xo[i, j] if c == "ctx_kyc_expiry_days" else xn[i, j] > xo[i, j]
-        if not toward:
-            continue
-        cat = col_cause[c]
-        if cat in drop and drop[cat] > 1e-9:
-            rc, zh, en = _reason_text(fm[c].reason, rs)
-            unit = fm[c].unit
-            add(
-                fm[c].reason,
-                cat,
-                drop[cat] * 1e3 + 0.5,
-                zh,
-                en,
-                [
-                    {
-                        "feature": c,
-                        "description": fm[c].description,
-                        **before_after_text(float(xo[i, j]), float(xn[i, j]), unit),
-                    }
-                ],
-            )
-    if drop["model_update"] > 1e-9 or (cv_old != cv_new and model_step_neg < 0):
-        add(
-            "model_update",
-            "model_update",
-            max(drop["model_update"], 0.0) * 1e3 - model_step_neg,
-            f"信用模型由 v{cv_old} 更新为 v{cv_new}，同样数据下风险评分变化 {-model_step_neg:+.2f}（对数几率）",
-            f"credit model updated v{cv_old} → v{cv_new}: the same data score {-model_step_neg:+.2f} log-odds",
-        )
-    if drop["policy"] > 1e-9 or policy_step > 1e-9:
-        # the same policy file: the change is a dated appetite entry of its calendar; name it
-        dated = sorted(r for r in rules_new if r.startswith("APPETITE@"))
-        what = f"{pv_old} → {pv_new}" if pv_old != pv_new else (", ".join(dated) or pv_new)
-        add(
-            "policy",
-            "policy",
-            max(drop["policy"], 0.0) * 1e3 + policy_step,
-            f"风险偏好 / 额度政策收紧（{what}），不利调整门槛对数几率变化 {-policy_step:+.2f}",
-            f"risk appetite / line policy tightened ({what}); adverse cut-off moved {-policy_step:+.2f} log-odds",
-        )
-    if drop["regulation"] > 1e-9 or any(r.startswith("REG") for r in rules_new):
-        regs = sorted(r for r in rules_new if r.startswith("REG")) or ["regulation"]
-        ctx = []
-        # the inputs of the rules that fired (all the rules' inputs when none did)
-        read = [rule_ctx[r] for r in regs if r in rule_ctx] or list(RULE_CONTEXT)
-        for c in dict.fromkeys(read):
-            if c in columns:
-                j = columns.index(c)
-                unit = fm[c].unit if c in fm else ""
-                ctx.append(
-                    {
-                        "feature": c,
-                        "description": fm[c].description if c in fm else c,
-                        **before_after_text(float(xo[i, j]), float(xn[i, j]), unit),
-                    }
-                )
-        add(
-            "regulation",
-            "regulation",
-            max(drop["regulation"], 0.0) * 1e3 + 1.0,
-            f"监管规则限制额度：{', '.join(regs)}",
-            f"a regulatory rule caps or freezes the line: {', '.join(regs)}",
-            ctx,
-        )
-    if drop["system_data"] > 1e-9 and not stale:
-        add(
-            "data_not_current",
-            "system_data",
-            drop["system_data"] * 1e3,
-            "数据新鲜度变化影响了决策",
-            "data freshness changed the decision",
-        )
-    items.sort(key=lambda it: (it["cause"] != cause, -it["weight"], it["code"]))
+    drop = {f: -v for f, v in u.shares.items()}
+    items = [
+        *(_freshness_reasons(b, u) if u.stale else []),
+        *_data_reasons(b, u, drop),
+        *_rule_context_reasons(b, u, drop),
+        *_decision_reasons(b, u, drop),
+    ]
+    items.sort(key=lambda it: (it["cause"] != u.cause, -it["weight"], it["code"]))
     for it in items:  # one entry per code (data reasons may appear from both models)
         it["text_en_full"] = it["text_en"] + (
             f" ({_values_text(it['values'])})" if it["values"] else ""
@@ -1032,10 +1088,177 @@ def _reason_items(
     return unique
 
 
+def _reason(code, cause, weight, zh, en, values=None) -> dict[str, Any]:
+    return {
+        "code": code,
+        "cause": cause,
+        "weight": float(weight),
+        "text_zh": zh,
+        "text_en": en,
+        "values": values or [],
+    }
+
+
+def _cited(b: _Batch, i: int, c: str, unit: str, description: str | None = None) -> dict[str, str]:
+    """Column `c` of user `i`, before and after, as a reason cites it."""
+    j = b.columns.index(c)
+    return {
+        "feature": c,
+        "description": b.fm[c].description if description is None else description,
+        **before_after_text(float(b.ov[i, j]), float(b.nv[i, j]), unit),
+    }
+
+
+def _freshness_reasons(b: _Batch, u: _ReasonCase) -> list[dict[str, Any]]:
+    """The data were not current: the signals that say so, then the overdue it produced."""
+    # (flags, the book's late-arrival share; source ages over their limit show in the freshness
+    # panel)
+    shown = {
+        "fresh_stale": "flag",
+        "fresh_sync_lag_flag": "flag",
+        "fresh_payments_lag_share_7d": "ratio",
+        "inst_dpd_now": "days",
+    }
+    vals = [
+        _cited(
+            b,
+            u.i,
+            c,
+            shown[c],
+            b.fm[c].description if c in b.fm else c.removeprefix("fresh_").replace("_", " "),
+        )
+        for j, c in enumerate(b.columns)
+        if c in shown and (u.cited[j] or c == "fresh_sync_lag_flag")
+    ]
+    return [
+        _reason(
+            "data_not_current",
+            "system_data",
+            1e9,
+            "决策时数据未及时同步（例如还款尚未到账）：不利调整应暂缓，待数据同步后重新评估",
+            "data were not current when the decision ran (e.g. a repayment had not synced): hold the adverse decision and re-run it after the sync",
+            vals[:4],
+        )
+    ]
+
+
+def _data_reasons(b: _Batch, u: _ReasonCase, drop: dict[str, float]) -> list[dict[str, Any]]:
+    """Each model's feature groups that pushed the risk up, under the cause of their features.
+
+    (Fraud signals such as a device change can lower the line through the credit model as well.)
+    """
+    out = []
+    # the credit model's groups under their features' cause, the fraud model's under fraud
+    for model, phi, under in ((u.credit, u.phi_credit, None), (u.fraud, u.phi_fraud, "fraud")):
+        weights = dict(zip(model.features, phi, strict=True))
+        for code, w in _group_contrib(model, phi, b.fm).items():
+            rc, zh, en = _reason_text(code, b.rs)
+            if w <= 0:
+                continue
+            ba = _before_after(code, b.columns, u.cited, b.nv, b.ov, u.i, b.fm, weights=weights)
+            cause = under or rc
+            scale = max(drop.get(cause, 0.0), 0.0)
+            out.append(_reason(code, cause, scale * 1e3 + w, zh, en, ba))
+    return out
+
+
+def _rule_context_reasons(
+    b: _Batch, u: _ReasonCase, drop: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Context columns that drive rules (lender count, debt-to-income) and moved toward them: a
+    data factor can cut the line through them without moving the model's margin."""
+    out = []
+    i, fm = u.i, b.fm
+    for j, c in enumerate(b.columns):
+        if not (c in RULE_CONTEXT and u.cited[j] and c in fm and c in b.col_cause):
+            continue
+        # only a move toward the rule: more lenders, more debt, a KYC expiry nearer
+        xn, xo = b.nv[i, j], b.ov[i, j]
+        toward = xn < xo if c == "ctx_kyc_expiry_days" else xn > xo
+        if not toward:
+            continue
+        cat = b.col_cause[c]
+        if cat in drop and drop[cat] > 1e-9:
+            _, zh, en = _reason_text(fm[c].reason, b.rs)
+            weight = drop[cat] * 1e3 + 0.5
+            out.append(_reason(fm[c].reason, cat, weight, zh, en, [_cited(b, i, c, fm[c].unit)]))
+    return out
+
+
+def _decision_reasons(b: _Batch, u: _ReasonCase, drop: dict[str, float]) -> list[dict[str, Any]]:
+    """The reasons that are not the user's data: model update, policy, regulation, freshness."""
+    out = []
+    cv_old, cv_new = b.models["credit_old"].version, b.models["credit_new"].version
+    step = u.model_step_neg
+    if drop["model_update"] > 1e-9 or (cv_old != cv_new and step < 0):
+        out.append(
+            _reason(
+                "model_update",
+                "model_update",
+                max(drop["model_update"], 0.0) * 1e3 - step,
+                f"信用模型由 v{cv_old} 更新为 v{cv_new}，同样数据下风险评分变化 {-step:+.2f}（对数几率）",
+                f"credit model updated v{cv_old} → v{cv_new}: the same data score {-step:+.2f} log-odds",
+            )
+        )
+    pv_old, pv_new = b.policy_old.version, b.policy_new.version
+    policy_step = u.policy_step
+    if drop["policy"] > 1e-9 or policy_step > 1e-9:
+        # the same policy file: the change is a dated appetite entry of its calendar; name it
+        dated = sorted(r for r in u.rules_new if r.startswith("APPETITE@"))
+        what = f"{pv_old} → {pv_new}" if pv_old != pv_new else (", ".join(dated) or pv_new)
+        out.append(
+            _reason(
+                "policy",
+                "policy",
+                max(drop["policy"], 0.0) * 1e3 + policy_step,
+                f"风险偏好 / 额度政策收紧（{what}），不利调整门槛对数几率变化 {-policy_step:+.2f}",
+                f"risk appetite / line policy tightened ({what}); adverse cut-off moved {-policy_step:+.2f} log-odds",
+            )
+        )
+    if drop["regulation"] > 1e-9 or any(r.startswith("REG") for r in u.rules_new):
+        regs = sorted(r for r in u.rules_new if r.startswith("REG")) or ["regulation"]
+        # the inputs of the rules that fired (all the rules' inputs when none did)
+        read = [b.rule_ctx[r] for r in regs if r in b.rule_ctx] or list(RULE_CONTEXT)
+        ctx = [
+            _cited(
+                b,
+                u.i,
+                c,
+                b.fm[c].unit if c in b.fm else "",
+                b.fm[c].description if c in b.fm else c,
+            )
+            for c in dict.fromkeys(read)
+            if c in b.columns
+        ]
+        out.append(
+            _reason(
+                "regulation",
+                "regulation",
+                max(drop["regulation"], 0.0) * 1e3 + 1.0,
+                f"监管规则限制额度：{', '.join(regs)}",
+                f"a regulatory rule caps or freezes the line: {', '.join(regs)}",
+                ctx,
+            )
+        )
+    if drop["system_data"] > 1e-9 and not u.stale:
+        out.append(
+            _reason(
+                "data_not_current",
+                "system_data",
+                drop["system_data"] * 1e3,
+                "数据新鲜度变化影响了决策",
+                "data freshness changed the decision",
+            )
+        )
+    return out
+
+
 def _waterfall(
-    i, m0, cut_old, cut_new, phi, model, m1, m2, fm, top: int = 6
+    mg: _Margins, i: int, model: PreparedModel, fm: dict, top: int = 6
 ) -> list[dict[str, Any]]:
     """Steps of the credit decision margin (log-odds above the adverse cut-off), old -> new."""
+    m0, m1, m2, phi = mg.m0[i], mg.m1[i], mg.m2[i], mg.phi_credit[i]
+    cut_old, cut_new = mg.cut_old, mg.cut_new
     steps = [
         {
             "label": "old decision margin",
@@ -1078,8 +1301,10 @@ def _waterfall(
 
 
 def _fraud_waterfall(
-    g0, fz_old, fz_new, phi, model, g1, g2, fm, rs, top: int = 4
+    mg: _Margins, i: int, model: PreparedModel, fm: dict, top: int = 4
 ) -> list[dict[str, Any]]:
+    g0, g1, g2, phi = mg.g0[i], mg.g1[i], mg.g2[i], mg.phi_fraud[i]
+    fz_old, fz_new = mg.fz_old, mg.fz_new
     groups = sorted(_group_contrib(model, phi, fm).items(), key=lambda kv: -abs(kv[1]))
     steps = [{"label": "old fraud margin", "value": float(g0 - fz_old), "kind": "start"}]
     steps += [{"label": f"data: {c}", "value": v, "kind": "data"} for c, v in groups[:top]]
@@ -1094,22 +1319,24 @@ def _fraud_waterfall(
 
 
 def _changed_table(
-    i, columns, changed_row, xn, xo, col_cause, fm, rs, c_old, phi_c, f_old, phi_f
+    b: _Batch, i: int, changed_row: np.ndarray, phi_c: np.ndarray, phi_f: np.ndarray
 ) -> list[dict[str, Any]]:
-    pc = dict(zip(c_old.features, phi_c, strict=True))
-    pf = dict(zip(f_old.features, phi_f, strict=True))
+    """The changed columns of user `i`, with their attributions under the old models."""
+    pc = dict(zip(b.models["credit_old"].features, phi_c, strict=True))
+    pf = dict(zip(b.models["fraud_old"].features, phi_f, strict=True))
+    xn, xo = b.nv, b.ov
     out = []
-    for j, c in enumerate(columns):
+    for j, c in enumerate(b.columns):
         if not changed_row[j]:
             continue
-        meta = fm.get(c)
+        meta = b.fm.get(c)
         unit = meta.unit if meta else ""
         out.append(
             {
                 "feature": c,
                 "description": meta.description if meta else c,
                 "reason": meta.reason if meta else "",
-                "cause": col_cause[c],
+                "cause": b.col_cause[c],
                 **before_after_text(float(xo[i, j]), float(xn[i, j]), unit),
                 "credit_logodds": float(pc[c]) if c in pc else None,
                 "fraud_logodds": float(pf[c]) if c in pf else None,
@@ -1249,8 +1476,9 @@ def _rule_recourse(rules: set[str]) -> dict[str, Any] | None:
 
 
 def _recourse_for(
-    i, cause, rec, xn, xo, changed_row, columns, fm, rs, as_of, rules
+    b: _Batch, rec: dict[str, Any], i: int, cause: str, changed_row: np.ndarray, rules: set[str]
 ) -> dict[str, Any]:
+    """What brings user `i`'s line back: `rec` is `_recourse_search`'s result for the batch."""
     if cause == "system_data":
         return {
             "kind": "rerun",
@@ -1266,6 +1494,7 @@ def _recourse_for(
     rule_step = _rule_recourse(rules)
     if cause == "regulation" and rule_step:
         return rule_step
+    fm, columns, xn, xo, as_of = b.fm, b.columns, b.nv, b.ov, b.as_of
     j = int(rec["best_feat"][i])
     if j >= 0:
         c = rec["features"][j]

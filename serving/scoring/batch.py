@@ -123,6 +123,31 @@ class ScoreResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One scoring run as planned before its first chunk: the checked inputs and the run id."""
+
+    models: Mapping[str, Any]
+    policy: Policy
+    max_age_days: dict[str, float] | None
+    chunk_rows: int
+    num_threads: int
+    files: list[Path]
+    snapshot: str  # the feature table as given (each decision's feature_snapshot)
+    digest: str  # of the feature table
+    as_of: pd.Timestamp
+    rows: int
+    context_columns: list[str]  # the ctx_/fresh_ columns the policy reads
+    columns: list[str]  # the columns read from the feature table
+    out_dir: Path
+    prev_path: Path | None  # the previous decisions, if any
+    run_id: str  # hashes every input
+
+    @property
+    def day_dir(self) -> Path:
+        return as_of_dir(self.out_dir, self.as_of)
+
+
 def feature_files(features_path: str | Path) -> list[Path]:
     """Parquet files of a feature table: a file, or a folder's *.parquet in name order."""
     path = Path(features_path)
@@ -454,18 +479,10 @@ def _matrix(batch: pa.RecordBatch, cols: list[str], where: str) -> np.ndarray:
 
 
 def _score_chunk(
-    batch: pa.RecordBatch,
-    models: Mapping[str, Any],
-    policy: Policy,
-    as_of: pd.Timestamp,
-    prev: pa.Table | None,
-    context_columns: list[str],
-    max_age_days: dict[str, float] | None,
-    num_threads: int,
-    snapshot: str,
-    digest: str,
-    timings: dict[str, float],
+    run: _Run, batch: pa.RecordBatch, prev: pa.Table | None, timings: dict[str, float]
 ) -> pd.DataFrame:
+    """The decisions of one chunk; `prev`: its rows of the aligned previous decisions."""
+    models, policy, as_of, snapshot = run.models, run.policy, run.as_of, run.snapshot
     t0 = time.perf_counter()
     matrices: dict[tuple[str, ...], np.ndarray] = {}
     margins = {}
@@ -478,14 +495,14 @@ def _score_chunk(
             matrices[key] = _matrix(batch, list(key), snapshot)
             timings["matrix_s"] += time.perf_counter() - t0
         t1 = time.perf_counter()
-        raw = m.booster.predict(matrices[key], raw_score=True, num_threads=num_threads)
+        raw = m.booster.predict(matrices[key], raw_score=True, num_threads=run.num_threads)
         timings["predict_s"] += time.perf_counter() - t1
         t0 = time.perf_counter()
         margins[role] = float(m.calib_a) * raw + float(m.calib_b)
     t2 = time.perf_counter()
     ctx = (
         pa.Table.from_batches([batch])
-        .select(["user_id", "ctx_line_cny", *context_columns])
+        .select(["user_id", "ctx_line_cny", *run.context_columns])
         .to_pandas()
     )
     line = ctx["ctx_line_cny"].to_numpy(np.float64)
@@ -502,12 +519,12 @@ def _score_chunk(
         pd=1.0 / (1.0 + np.exp(-margins["credit"])),
         fraud_p=1.0 / (1.0 + np.exp(-margins["fraud"])),
     )
-    out = decide_lines(scored, policy, as_of, max_age_days).assign(
+    out = decide_lines(scored, policy, as_of, run.max_age_days).assign(
         as_of=as_of,
         credit_model_version=int(models["credit"].version),
         fraud_model_version=int(models["fraud"].version),
         feature_snapshot=snapshot,
-        feature_digest=digest,
+        feature_digest=run.digest,
     )
     timings["policy_s"] += time.perf_counter() - t2
     return out[DECISION_COLUMNS]
@@ -622,6 +639,50 @@ def score_batch(
         "previous_s": 0.0,
     }
     t_start = time.perf_counter()
+    run = _plan(
+        features_path, models, policy, out_dir, as_of, chunk_rows, max_age_days, num_threads
+    )
+    timings["validate_s"] = time.perf_counter() - t_start
+    work = _work_folder(run)
+    chunk_paths, resumed = _score_chunks(run, work, progress, timings)
+    t0 = time.perf_counter()
+    decisions_path = run.day_dir / DECISIONS_FILE
+    log_path = decision_log_path(run.out_dir, run.as_of)
+    counts, added = _write_outputs(chunk_paths, decisions_path, log_path, run.run_id)
+    manifest_path = _write_manifest(run, counts, log_path)
+    shutil.rmtree(work)
+    timings["write_s"] += time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    return ScoreResult(
+        as_of=run.as_of,
+        decisions_path=decisions_path,
+        log_path=log_path,
+        manifest_path=manifest_path,
+        run_id=run.run_id,
+        rows=run.rows,
+        counts=counts,
+        credit_model_version=int(models["credit"].version),
+        fraud_model_version=int(models["fraud"].version),
+        policy_version=policy.version,
+        chunks=len(chunk_paths),
+        resumed_chunks=resumed,
+        log_records_added=added,
+        timings=timings,
+    )
+
+
+def _plan(
+    features_path: str | Path,
+    models: Mapping[str, Any],
+    policy: Policy,
+    out_dir: str | Path,
+    as_of: pd.Timestamp | str | None,
+    chunk_rows: int,
+    max_age_days: dict[str, float] | None,
+    num_threads: int,
+) -> _Run:
+    """`score_batch`'s arguments checked: the table's schema, keys and as-of, the previous
+    decisions found, and the run id of these inputs."""
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be > 0, got {chunk_rows}")
     for role in ("credit", "fraud"):
@@ -653,8 +714,6 @@ def score_batch(
     as_of_ts, rows = keys or _check_keys(files, requested, chunk_rows, num_threads)
     prev_path = _previous_decisions(out_dir, as_of_ts)
     digest = file_digest(features_path)
-    timings["validate_s"] = time.perf_counter() - t_start
-
     run_id = hashlib.sha256(
         json.dumps(
             {
@@ -671,33 +730,64 @@ def score_batch(
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
+    return _Run(
+        models=models,
+        policy=policy,
+        max_age_days=max_age_days,
+        chunk_rows=chunk_rows,
+        num_threads=num_threads,
+        files=files,
+        snapshot=where,
+        digest=digest,
+        as_of=as_of_ts,
+        rows=rows,
+        context_columns=context_columns,
+        columns=list(dict.fromkeys(["user_id", "ctx_line_cny", *context_columns, *all_features])),
+        out_dir=out_dir,
+        prev_path=prev_path,
+        run_id=run_id,
+    )
 
-    day_dir = as_of_dir(out_dir, as_of_ts)
-    work = day_dir / ".work"
+
+def _work_folder(run: _Run) -> Path:
+    """The run's work folder, `as_of=D/.work`: kept when an unfinished run of the same inputs
+    left it (its finished chunks are reused), emptied when another run did."""
+    work = run.day_dir / ".work"
     if work.exists():
         marker = work / "run_id"
-        if not marker.exists() or marker.read_text(encoding="utf-8").strip() != run_id:
+        if not marker.exists() or marker.read_text(encoding="utf-8").strip() != run.run_id:
             log.info("discarding unfinished work of another run in %s", work)
             shutil.rmtree(work)
     if not work.exists():
-        write_text(run_id + "\n", work / "run_id")
+        write_text(run.run_id + "\n", work / "run_id")
+    return work
+
+
+def _score_chunks(
+    run: _Run, work: Path, progress: bool, timings: dict[str, float]
+) -> tuple[list[Path], int]:
+    """Score the table chunk by chunk into `work`/chunk-NNNNN.parquet, skipping finished chunks.
+
+    Returns the chunk files in table order and how many of them were resumed.
+    """
     prev_stream = None
-    if prev_path is not None:
+    if run.prev_path is not None:
         aligned = work / "previous.parquet"
         if not aligned.exists():
             t0 = time.perf_counter()
-            _align_previous(files, prev_path, rows, aligned, chunk_rows, num_threads)
+            _align_previous(
+                run.files, run.prev_path, run.rows, aligned, run.chunk_rows, run.num_threads
+            )
             timings["previous_s"] = time.perf_counter() - t0
-        prev_stream = _RowStream(_iter_batches([aligned], None, chunk_rows))
+        prev_stream = _RowStream(_iter_batches([aligned], None, run.chunk_rows))
 
     slow = float(os.environ.get(SLOW_CHUNK_ENV, "0") or 0)
-    columns = list(dict.fromkeys(["user_id", "ctx_line_cny", *context_columns, *all_features]))
     chunk_paths: list[Path] = []
     resumed = 0
     with tqdm(
-        total=rows, unit="users", desc=f"score {as_of_ts.date()}", disable=not progress
+        total=run.rows, unit="users", desc=f"score {run.as_of.date()}", disable=not progress
     ) as bar:
-        batches = _iter_batches(files, columns, chunk_rows)
+        batches = _iter_batches(run.files, run.columns, run.chunk_rows)
         i = 0
         while True:
             t0 = time.perf_counter()
@@ -710,19 +800,7 @@ def score_batch(
             if path.exists():
                 resumed += 1
             else:
-                decisions = _score_chunk(
-                    batch,
-                    models,
-                    policy,
-                    as_of_ts,
-                    prev,
-                    context_columns,
-                    max_age_days,
-                    num_threads,
-                    where,
-                    digest,
-                    timings,
-                )
+                decisions = _score_chunk(run, batch, prev, timings)
                 t0 = time.perf_counter()
                 _write_chunk(decisions, path)
                 timings["write_s"] += time.perf_counter() - t0
@@ -731,49 +809,32 @@ def score_batch(
             chunk_paths.append(path)
             bar.update(batch.num_rows)
             i += 1
+    return chunk_paths, resumed
 
-    t0 = time.perf_counter()
-    decisions_path = day_dir / DECISIONS_FILE
-    log_path = decision_log_path(out_dir, as_of_ts)
-    counts, added = _write_outputs(chunk_paths, decisions_path, log_path, run_id)
-    credit_v, fraud_v = int(models["credit"].version), int(models["fraud"].version)
-    manifest_path = write_json(
+
+def _write_manifest(run: _Run, counts: dict[str, int], log_path: Path) -> Path:
+    """as_of=D/manifest.json: what the run read and wrote."""
+    prev_path = run.prev_path
+    return write_json(
         {
-            "as_of": str(as_of_ts.date()),
-            "run_id": run_id,
-            "rows": rows,
+            "as_of": str(run.as_of.date()),
+            "run_id": run.run_id,
+            "rows": run.rows,
             "counts": counts,
-            "credit_model_version": credit_v,
-            "fraud_model_version": fraud_v,
-            "policy_version": policy.version,
-            "policy_digest": policy.digest,
-            "feature_snapshot": where,
-            "feature_digest": digest,
+            "credit_model_version": int(run.models["credit"].version),
+            "fraud_model_version": int(run.models["fraud"].version),
+            "policy_version": run.policy.version,
+            "policy_digest": run.policy.digest,
+            "feature_snapshot": run.snapshot,
+            "feature_digest": run.digest,
             # paths relative to out_dir, so moving the folder keeps the manifest's bytes
-            "previous_decisions": prev_path.relative_to(out_dir).as_posix() if prev_path else None,
-            "chunk_rows": chunk_rows,
-            "decision_log": log_path.relative_to(out_dir).as_posix(),
+            "previous_decisions": (
+                prev_path.relative_to(run.out_dir).as_posix() if prev_path else None
+            ),
+            "chunk_rows": run.chunk_rows,
+            "decision_log": log_path.relative_to(run.out_dir).as_posix(),
         },
-        day_dir / "manifest.json",
-    )
-    shutil.rmtree(work)
-    timings["write_s"] += time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - t_start
-    return ScoreResult(
-        as_of=as_of_ts,
-        decisions_path=decisions_path,
-        log_path=log_path,
-        manifest_path=manifest_path,
-        run_id=run_id,
-        rows=rows,
-        counts=counts,
-        credit_model_version=credit_v,
-        fraud_model_version=fraud_v,
-        policy_version=policy.version,
-        chunks=len(chunk_paths),
-        resumed_chunks=resumed,
-        log_records_added=added,
-        timings=timings,
+        run.day_dir / "manifest.json",
     )
 
 
