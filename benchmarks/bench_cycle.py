@@ -96,8 +96,10 @@ def run_once(
     out["_load"] = (load_start, os.getloadavg()[0])
     out["_downgrades"] = sum(m["loop"]["downgrades"] for m in result.summary["per_month"])
     h = result.summary["headline"]
-    out["_headline_with"] = h["with_loop"]["per_10k_good_repayers"]
-    out["_headline_without"] = (h.get("without_loop") or {}).get("per_10k_good_repayers")
+    out["_headline_with"] = h["with_loop"]["wrongful_per_10k"]["value"]
+    out["_headline_without"] = ((h.get("without_loop") or {}).get("wrongful_per_10k") or {}).get(
+        "value"
+    )
     out["_months"] = result.summary["months"]
     return out
 

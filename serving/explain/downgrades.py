@@ -465,7 +465,7 @@ def explain_downgrades(
     )
     xn_all = _rows_of(new_features, ids, "new feature snapshot")
     xo_all = _rows_of(old_features, ids, "old feature snapshot")
-    columns = _explained_columns(models, xn_all, xo_all)
+    columns = _explained_columns(models, xn_all, xo_all, (policy_old, policy_new))
     xn = xn_all[columns].astype(np.float64)
     xo = xo_all[columns].astype(np.float64)
     b = _Batch(
@@ -533,10 +533,18 @@ def _rows_of(frame: pd.DataFrame, ids: np.ndarray, what: str) -> pd.DataFrame:
 
 
 def _explained_columns(
-    models: dict[str, PreparedModel], xn_all: pd.DataFrame, xo_all: pd.DataFrame
+    models: dict[str, PreparedModel], xn_all: pd.DataFrame, xo_all: pd.DataFrame, policies=()
 ) -> list[str]:
-    """Every model input, then the reportable ctx_/fresh_ columns both snapshots have."""
+    """Every model input, then the reportable ctx_/fresh_ columns both snapshots have, then the
+    columns the policies' model-update hold reads (its evidence: data like any other)."""
+    from serving.scoring.policy import model_update_columns
+
     model_cols = sorted({c for m in models.values() for c in m.features})
+    hold_cols = sorted(
+        {c for p in policies for c in model_update_columns(p)}
+        & set(xn_all.columns)
+        & set(xo_all.columns)
+    )
     ctx_cols = sorted(
         c
         for c in xn_all.columns
@@ -544,7 +552,7 @@ def _explained_columns(
         and c in xo_all.columns
         and c not in NOT_REPORTED
     )
-    columns = [c for c in dict.fromkeys(model_cols + ctx_cols)]
+    columns = [c for c in dict.fromkeys(model_cols + ctx_cols + hold_cols)]
     for c in model_cols:
         for frame, what in ((xn_all, "new"), (xo_all, "old")):
             if c not in frame.columns:
@@ -677,7 +685,12 @@ def _split_line(b: _Batch) -> _LineSplit:
     Every mix of old and new of the factors that changed is decided again by
     `serving.scoring.policy.decide_lines`; the all-new mix must give the recorded decision.
     """
-    from serving.scoring.policy import decide_lines, previous_bands, previous_rules
+    from serving.scoring.policy import (
+        decide_lines,
+        previous_bands,
+        previous_model_versions,
+        previous_rules,
+    )
 
     n = len(b.ids)
     prev_line = _num(b.down, "prev_line_cny")
@@ -686,9 +699,11 @@ def _split_line(b: _Batch) -> _LineSplit:
     if b.deferred_at is None:
         prev_band = previous_bands(b.old_dec.reset_index(), b.policy_new).to_numpy()
         prev_rules = previous_rules(b.old_dec.reset_index()).to_numpy()
+        prev_version = previous_model_versions(b.old_dec.reset_index()).to_numpy()
     else:  # scoring compared against the deferred record: band and rules unknown
         prev_band = np.full(n, None, dtype=object)
         prev_rules = np.full(n, None, dtype=object)
+        prev_version = np.full(n, np.nan)  # (no band known: nothing can be held)
     pin_old = pin_policy(b.policy_old, b.prev_as_of)
     pin_new = pin_policy(b.policy_new, b.as_of)
     # Freshness is checked first and can only hold a line back (defer), never cut it: in the
@@ -717,6 +732,11 @@ def _split_line(b: _Batch) -> _LineSplit:
                     np.isin(prev_band, [band.id for band in pol.bands]), prev_band, None
                 ),
                 "prev_rules": prev_rules,
+                # the model-update hold compares the mix's credit model with the previous one
+                "prev_credit_model_version": prev_version,
+                "credit_model_version": float(
+                    b.models["credit_new" if "model_update" in on else "credit_old"].version
+                ),
                 "credit_margin": credit,
                 "pd": 1.0 / (1.0 + np.exp(-credit)),
                 "fraud_p": 1.0 / (1.0 + np.exp(-fraud)),

@@ -55,6 +55,7 @@ from serving.scoring.policy import (
     Policy,
     decide_lines,
     previous_bands,
+    previous_model_versions,
     previous_rules,
     required_columns,
 )
@@ -64,12 +65,14 @@ log = logging.getLogger(__name__)
 # Test hook: seconds to sleep after each chunk, so a test can kill a run part-way.
 SLOW_CHUNK_ENV = "CREDITLINE_TEST_SLOW_CHUNK_S"
 # Bump when the decision layout or logic changes, so old work folders are not resumed.
-SCORING_FORMAT = "3"  # 2: prev_band (no repeated band cuts); 3: prev_rules (no repeated DTI cuts)
+# 2: prev_band (no repeated band cuts); 3: prev_rules (no repeated DTI cuts); 4: the previous
+# decision's credit model version (the model-update hold)
+SCORING_FORMAT = "4"
 # DuckDB's buffer limit for the whole-table queries (duplicate ids of an unsorted table, the
 # previous-decision join); beyond it DuckDB spills to the run's work folder.
 DUCKDB_MEMORY_LIMIT = "256MB"
 # Columns of a previous decisions file that the next decision reads (serving.scoring.policy.previous_*).
-PREVIOUS_COLUMNS = ("action", "pd_band", "rules_fired")
+PREVIOUS_COLUMNS = ("action", "pd_band", "rules_fired", "credit_model_version")
 
 DECISION_SCHEMA = pa.schema(
     [
@@ -415,8 +418,9 @@ class _RowStream:
 
 def _previous_for_chunk(
     prev: pa.Table, user_ids: np.ndarray, line: np.ndarray, policy: Policy
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """prev_line_cny, prev_band, prev_rules of one chunk from its rows of the aligned file.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """prev_line_cny, prev_band, prev_rules, prev_credit_model_version of one chunk from its
+    rows of the aligned file.
 
     A user without a previous decision keeps the table's current line and an unknown band
     and rules; the others take the previous decision's line, and its band and rules through
@@ -425,9 +429,10 @@ def _previous_for_chunk(
     n = len(line)
     band = np.full(n, None, dtype=object)  # no previous decision: band unknown
     rules = np.full(n, None, dtype=object)
+    version = np.full(n, np.nan)
     matched = prev.column("matched").to_numpy(zero_copy_only=False).astype(bool)
     if not matched.any():
-        return line, band, rules
+        return line, band, rules, version
     earlier = prev.filter(pa.array(matched))
     # few distinct actions, bands and rule lists: categoricals convert once per distinct value
     earlier = pa.table(
@@ -441,7 +446,8 @@ def _previous_for_chunk(
     line[matched] = earlier["new_line_cny"].to_numpy(np.float64)
     band[matched] = previous_bands(earlier, policy).to_numpy()
     rules[matched] = previous_rules(earlier).to_numpy()
-    return line, band, rules
+    version[matched] = previous_model_versions(earlier).to_numpy()
+    return line, band, rules, version
 
 
 def _model_fingerprint(model: Any) -> dict[str, Any]:
@@ -508,13 +514,16 @@ def _score_chunk(
     line = ctx["ctx_line_cny"].to_numpy(np.float64)
     band = np.full(len(ctx), None, dtype=object)  # no previous decision: band unknown
     rules = np.full(len(ctx), None, dtype=object)
+    version = np.full(len(ctx), np.nan)
     if prev is not None:
         ids = ctx["user_id"].astype(str).to_numpy(dtype=object)
-        line, band, rules = _previous_for_chunk(prev, ids, line, policy)
+        line, band, rules, version = _previous_for_chunk(prev, ids, line, policy)
     scored = ctx.assign(
         prev_line_cny=line,
         prev_band=band,
         prev_rules=rules,
+        prev_credit_model_version=version,
+        credit_model_version=float(models["credit"].version),
         credit_margin=margins["credit"],
         pd=1.0 / (1.0 + np.exp(-margins["credit"])),
         fraud_p=1.0 / (1.0 + np.exp(-margins["fraud"])),

@@ -353,10 +353,11 @@ def required_columns(
     cols = [REGULATION_KINDS[k][1] for k in sorted(active_regulations(policy, as_of))]
     limits = policy.max_age_days if max_age_days is None else max_age_days
     cols += list(FRESH_FLAG_COLUMNS) + [f"fresh_{s}_age_days" for s in sorted(limits)]
-    return cols + [c for c in _model_update_columns(policy) if c not in cols]
+    return cols + [c for c in model_update_columns(policy) if c not in cols]
 
 
-def _model_update_columns(policy: Policy) -> list[str]:
+def model_update_columns(policy: Policy) -> list[str]:
+    """The columns the model-update hold reads (none when the policy turns it off)."""
     if not policy.model_update_rule_id:
         return []
     return [REPAID_COLUMN, *sorted(policy.model_update_evidence)]
@@ -427,6 +428,18 @@ def previous_bands(prev_decisions: pd.DataFrame, policy: Policy) -> pd.Series:
     band = prev_decisions["pd_band"].astype(object).to_numpy()
     ok = np.isin(band, [b.id for b in policy.bands]) & _not_deferred(prev_decisions)
     return pd.Series(np.where(ok, band, None), index=ids, dtype=object)
+
+
+def previous_model_versions(prev_decisions: pd.DataFrame) -> pd.Series:
+    """`prev_credit_model_version` per user (index: user_id as str), NaN where unknown.
+
+    Scoring and the explanation engine both pass it to `decide_lines` (the model-update hold).
+    """
+    ids = pd.Index(prev_decisions["user_id"].astype(str))
+    if "credit_model_version" not in prev_decisions.columns:
+        return pd.Series(np.nan, index=ids)
+    v = pd.to_numeric(prev_decisions["credit_model_version"].astype(object), errors="coerce")
+    return pd.Series(v.to_numpy(np.float64), index=ids)
 
 
 def previous_rules(prev_decisions: pd.DataFrame) -> pd.Series:
@@ -564,7 +577,7 @@ def decide_lines(
     limits = policy.max_age_days if max_age_days is None else dict(max_age_days)
     need = ["user_id", "prev_line_cny", "pd", "fraud_p", *required_columns(policy, as_of, limits)]
     if not set(MODEL_VERSION_COLUMNS) <= set(scored.columns):  # no hold possible: no evidence read
-        need = [c for c in need if c not in _model_update_columns(policy)]
+        need = [c for c in need if c not in model_update_columns(policy)]
     missing = [c for c in need if c not in scored.columns]
     if missing:
         raise ValueError(f"decide_lines: scored frame lacks column(s) {missing}")

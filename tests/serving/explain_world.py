@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.metadata import FEATURES, model_features
-from serving.scoring.policy import decide_lines, previous_bands
+from serving.scoring.policy import decide_lines, previous_bands, previous_model_versions
 
 AS_OF_OLD = pd.Timestamp("2026-05-31")
 AS_OF_NEW = pd.Timestamp("2026-06-30")
@@ -125,14 +125,23 @@ def decide(
 ) -> pd.DataFrame:
     """What batch scoring writes, for these models and this policy.
 
-    `prev_decisions`: the previous decisions, whose bands are passed as `prev_band` (as scoring does).
+    `prev_decisions`: the previous decisions, whose bands and credit model versions are passed
+    as `prev_band` and `prev_credit_model_version` (as scoring does).
     """
     cm, fm = margin(credit, x), margin(fraud, x)
     prev_band = None
+    versions = {}
     if prev_decisions is not None:
-        bands = previous_bands(prev_decisions, policy)
-        prev_band = bands.reindex(x["user_id"].astype(str)).to_numpy()
+        ids = x["user_id"].astype(str)
+        prev_band = previous_bands(prev_decisions, policy).reindex(ids).to_numpy()
+        versions = {
+            "prev_credit_model_version": previous_model_versions(prev_decisions)
+            .reindex(ids)
+            .to_numpy(),
+            "credit_model_version": float(credit.version),
+        }
     scored = x.assign(
+        **versions,
         prev_band=prev_band,
         prev_line_cny=prev_line,
         credit_margin=cm,

@@ -50,6 +50,12 @@ def make_features(
         fresh_installments_age_days=rng.uniform(0, 3, n),
         fresh_sync_lag_flag=(rng.uniform(size=n) < 0.05).astype(float),
         fresh_stale=(rng.uniform(size=n) < 0.05).astype(float),
+        # the model-update hold's evidence columns (drawn last: the columns above keep their values)
+        inst_dpd_max_1m=rng.choice([0.0, 0.0, 0.0, 0.0, 3.0, 20.0], n),
+        inst_overdue_cnt_now=rng.poisson(0.1, n).astype(float),
+        bureau_delinquent_accounts_cnt_3m=rng.poisson(0.1, n).astype(float),
+        bureau_lenders_opened_cnt_1m=rng.poisson(0.2, n).astype(float),
+        app_sim_changes_cnt_30d=rng.poisson(0.05, n).astype(float),
         label_default_12m=np.nan,
         label_default_12m_matured=False,
     )

@@ -36,13 +36,16 @@ def _keep_band(world) -> tuple[float, float]:
     return (bands[i - 1].pd_max if i else 0.0), bands[i].pd_max
 
 
-def _pick(world, lo=None, hi=None) -> int:
-    """A user kept at the old decision, PD inside (lo, hi) (default: inside the keep band), low fraud p."""
+def _pick(world, lo=None, hi=None, repaid=None) -> int:
+    """A user kept at the old decision, PD inside (lo, hi) (default: inside the keep band), low
+    fraud p; `repaid`: whether they repaid in full in the last 30 days (default: either)."""
     k_lo, k_hi = _keep_band(world)
     lo = k_lo + 0.005 if lo is None else lo
     hi = k_hi - 0.01 if hi is None else hi
     d = world["dec_old"]
     ok = (d["action"] == "keep") & d["pd"].between(lo, hi) & (d["fraud_p"] < 0.2)
+    if repaid is not None:
+        ok &= (world["old"]["ctx_repaid_in_full_30d"].to_numpy() == 1) == repaid
     assert ok.any(), "world has no user in the wanted PD range"
     return int(np.flatnonzero(ok.to_numpy())[0])
 
@@ -146,13 +149,41 @@ def test_fraud_cause(world):
 
 
 def test_model_update_cause(world):
-    i = _pick(world)
+    # a user who did not repay in full: the model-update hold does not cover them
+    i = _pick(world, repaid=False)
     credit_new = new_version(world["models"]["credit"], calib_b_shift=1.5)
     rec, det = _run(world, i, credit_new=credit_new)
     assert rec["cause"] == "model_update"
     _check_common(rec, det)
     assert rec["n_changed_features"] == 0
     assert rec["step_data"] == 0.0 and rec["step_model"] == pytest.approx(1.5)
+
+
+def test_model_update_alone_does_not_cut_a_clean_repayer_but_evidence_does(world):
+    # The same model update on a user who repaid in full with no adverse evidence: held in band
+    # (MODEL-UPDATE-HOLD), nothing to explain. With a late payment this month the hold ends and
+    # the cut is explained, the new data named beside the model update.
+    old = world["old"]
+    evidence = ["inst_dpd_max_1m", "inst_overdue_cnt_now", "bureau_delinquent_accounts_cnt_3m",
+                "bureau_lenders_opened_cnt_1m", "bureau_inquiries_cnt_1m", "app_sim_changes_cnt_30d"]  # fmt: skip
+    clean = (old[evidence].fillna(0) <= [0, 0, 0, 1, 3, 0]).all(axis=1).to_numpy()
+    d = world["dec_old"]
+    k_lo, k_hi = _keep_band(world)
+    ok = (d["action"] == "keep") & d["pd"].between(k_lo + 0.005, k_hi - 0.01) & (d["fraud_p"] < 0.2)
+    ok &= (old["ctx_repaid_in_full_30d"] == 1).to_numpy() & clean
+    i = int(np.flatnonzero(ok.to_numpy())[0])
+    m = world["models"]
+    credit_new = new_version(m["credit"], calib_b_shift=1.5)
+    new = old.assign(as_of=AS_OF_NEW)
+    dec = decide(
+        new, credit_new, m["fraud"], world["policy"], AS_OF_NEW, d["new_line_cny"].to_numpy(), d
+    )
+    assert dec["action"].iat[i] == "keep" and "MODEL-UPDATE-HOLD" in str(dec["rules_fired"].iat[i])
+    assert old["user_id"].iat[i] not in set(select_downgrades(dec, d)["user_id"])
+    rec, det = _run(world, i, {"inst_dpd_max_1m": 12.0}, credit_new=credit_new)
+    _check_common(rec, det)  # (the decision reproduced, the attribution adds up)
+    assert rec["action"] in ("lower", "close")
+    assert rec["step_model"] == pytest.approx(1.5)
 
 
 def test_policy_cause(world):

@@ -464,3 +464,77 @@ def test_shuffled_table_and_previous_decisions_give_the_same_decisions(tmp_path,
     np.testing.assert_array_equal(
         a.loc[new, "prev_line_cny"], month2.set_index("user_id").loc[new, "ctx_line_cny"]
     )
+
+
+def test_a_new_model_version_alone_does_not_cut_clean_repayers(tmp_path, models, policy):
+    # Month 1 under v3; month 2 the same data under v4, whose calibration puts every PD higher.
+    # Users who repaid in full and show no adverse evidence keep their band (MODEL-UPDATE-HOLD);
+    # the others move with the new model. The same run with the hold off cuts them.
+    import dataclasses
+
+    from serving.scoring.policy import Band
+
+    d1, d2 = pd.Timestamp("2026-09-30"), pd.Timestamp("2026-10-31")
+    df = make_features(400, seed=8, as_of=d1).assign(
+        fresh_stale=0.0, fresh_sync_lag_flag=0.0, fresh_bureau_accounts_age_days=5.0
+    )
+    q = np.quantile(models["credit"].predict_proba(df), [0.2, 0.4, 0.6, 0.8])
+    spread = dataclasses.replace(
+        policy,
+        bands=tuple(
+            Band(i, float(p), a, m)
+            for i, p, a, m in zip(
+                ("PD1", "PD2", "PD3", "PD4", "PD5"),
+                (*q, 1.0),
+                ("raise", "keep", "lower", "lower", "close"),
+                (1.2, 1.0, 0.7, 0.4, 0.0),
+                strict=True,
+            )
+        ),
+    )
+    newer = {
+        **models,
+        "credit": scoring_model(
+            "credit-pd", 4, CREDIT_FEATURES, models["credit"].booster, 1.0, 1.5
+        ),
+    }
+    results = {}
+    for name, pol in (
+        ("hold", spread),
+        ("off", dataclasses.replace(spread, model_update_rule_id=None)),
+    ):
+        out_dir = tmp_path / name
+        first = run(write_table(df, tmp_path / name, d1), models, pol, out_dir, as_of=d1)
+        second = run(
+            write_table(df.assign(as_of=d2), tmp_path / name, d2), newer, pol, out_dir, as_of=d2
+        )
+        results[name] = (
+            pd.read_parquet(first.decisions_path).set_index("user_id"),
+            pd.read_parquet(second.decisions_path).set_index("user_id"),
+        )
+    a, b = results["hold"]
+    f = df.set_index("user_id")
+    clean = (f["ctx_repaid_in_full_30d"] == 1) & (f["inst_dpd_max_1m"].fillna(0) == 0)
+    clean &= (f["inst_overdue_cnt_now"].fillna(0) == 0) & (
+        f["bureau_delinquent_accounts_cnt_3m"].fillna(0) == 0
+    )
+    clean &= (f["bureau_lenders_opened_cnt_1m"].fillna(0) <= 1) & (
+        f["bureau_inquiries_cnt_1m"].fillna(0) <= 3
+    )
+    clean &= (f["app_sim_changes_cnt_30d"].fillna(0) == 0) & (b["fraud_p"] < spread.fraud_freeze_p)
+    held = b["rules_fired"].astype(str).str.contains("MODEL-UPDATE-HOLD")
+    off = results["off"][1]
+    worse = off["pd_band"].astype(str).map(lambda s: int(s[2])) > a["pd_band"].astype(str).map(
+        lambda s: int(s[2])
+    )
+    assert held.sum() > 10
+    # (a user frozen for an expired KYC is held in band too; the freeze still applies)
+    assert (held == (clean & worse)).all()
+    assert (b.loc[held, "pd_band"].astype(str) == a.loc[held, "pd_band"].astype(str)).all()
+    assert (b.loc[held, "new_line_cny"] >= b.loc[held, "prev_line_cny"]).all()
+    frozen = off["action"].astype(str) == "freeze"
+    assert off.loc[held & ~frozen, "action"].astype(str).isin(["lower", "close"]).all()
+    assert (b.loc[held & frozen, "action"].astype(str) == "freeze").all()
+    # the users with evidence moved with the new model exactly as without the hold
+    moved = ~held
+    pd.testing.assert_series_equal(b.loc[moved, "new_line_cny"], off.loc[moved, "new_line_cny"])
