@@ -21,6 +21,12 @@ The world, month by month with daily event times, vectorised over users:
   change phone and SIM (false-positive bait); and, in the `fraud_wave` scenario, SIM-swap
   account takeovers.
 
+The raw tables are the extract a warehouse would hold at the end of `months`: nothing that
+happens after it, and no payment, bureau record or app event that arrives after it (a signup,
+draw or line change made before it is in it, available at the extract). The world runs on `MAX_TRUTH_HORIZON` months past the extract
+whatever the truth horizon, so the raw bytes do not depend on it; the ground truth (defaults,
+bust-outs, user-months) is written up to `truth_horizon_months` past the extract.
+
 Users are generated in chunks, each with its own RNG spawned from `SeedSequence(seed)`, so the
 output is byte-identical for the same arguments (including `chunk_users`: a different chunk
 size changes which users share a chunk RNG, so it gives a different, equally valid world).
@@ -69,6 +75,10 @@ BAIT_HAZARD = 0.005  # innocent phone + SIM change per user-month (false-positiv
 FEE_PER_MONTH = 0.0125  # flat monthly fee on the drawn amount (~15% simple APR)
 LENDER_POOL = 400
 IP_POOL = 20_000
+# The world always runs this many months past the extract, whatever truth horizon is asked for:
+# every random draw is shaped by the number of months simulated, so a world of fixed length is
+# what keeps the raw tables byte-identical for any horizon up to this one.
+MAX_TRUTH_HORIZON = 24
 # Primary-cause priority. Data not current comes first (a decision taken on stale data is a
 # system fault whatever else happened), then fraud, an expired identity document (a regulation
 # freeze), a change of the user's own fraud signals (device, SIM), own behaviour, the bureau,
@@ -134,12 +144,21 @@ def _times(ns: np.ndarray) -> np.ndarray:
 
 
 class _Calendar:
-    """Month edges of the simulated period as int64 ns, plus helpers for any month index."""
+    """Month edges of the simulated world as int64 ns, plus helpers for any month index.
 
-    def __init__(self, start: pd.Timestamp, months: int):
+    The world runs `world_months` months. The raw extract is taken at the end of the first
+    `months` (`extract`); the ground truth is written to the end of the first `truth_months`
+    (`truth_end`); the months after that exist only so that neither depends on the other.
+    """
+
+    def __init__(self, start: pd.Timestamp, months: int, truth_months: int, world_months: int):
         self.start_m = np.datetime64(start.strftime("%Y-%m"), "M")
         self.months = months
-        self.edges = self.month_start(np.arange(months + 1))
+        self.truth_months = truth_months
+        self.world_months = world_months
+        self.edges = self.month_start(np.arange(world_months + 1))
+        self.extract = int(self.edges[months])
+        self.truth_end = int(self.edges[truth_months])
         self.end = int(self.edges[-1])
         self.days = (np.diff(self.edges) // DAY).astype(np.int64)
 
@@ -152,8 +171,8 @@ class _Calendar:
         return (self.month_start(np.asarray(m) + 1) - self.month_start(m)) // DAY
 
     def month_of(self, t: np.ndarray) -> np.ndarray:
-        """Month index of times t (ns), clipped to the period."""
-        return np.clip(np.searchsorted(self.edges, t, side="right") - 1, 0, self.months - 1)
+        """Month index of times t (ns), clipped to the world."""
+        return np.clip(np.searchsorted(self.edges, t, side="right") - 1, 0, self.world_months - 1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -166,19 +185,31 @@ def simulate_world(
     chunk_users: int = 50_000,
     out_dir: str | Path = "data",
     progress: bool = True,
+    truth_horizon_months: int = 12,
 ) -> dict:
     """Simulate the world and write DIR/raw/<table>/part-NNNNN.parquet, DIR/raw/manifest.json
-    and the ground truth under DIR/truth/. Returns a summary (rows per table, rates, seconds)."""
+    and the ground truth under DIR/truth/. Returns a summary (rows per table, rates, seconds).
+
+    The raw tables are the extract taken at the end of `months`. The world runs on past it, and
+    the truth (defaults, bust-outs and takeovers, user-months) is written up to
+    `truth_horizon_months` after the extract (DIR/truth/manifest.json says to when), so labels
+    whose window runs past the extract are known. The raw files do not depend on the horizon.
+    """
     if users < 1 or months < 1:
         raise ValueError(f"simulate: users ({users}) and months ({months}) must be >= 1")
     if chunk_users < 1:
         raise ValueError(f"simulate: chunk_users must be >= 1, got {chunk_users}")
+    if not 0 <= truth_horizon_months <= MAX_TRUTH_HORIZON:
+        raise ValueError(
+            f"simulate: truth_horizon_months must be 0..{MAX_TRUTH_HORIZON} (the world runs "
+            f"{MAX_TRUTH_HORIZON} months past the extract), got {truth_horizon_months}"
+        )
     t0 = time.perf_counter()
     start_ts = pd.Timestamp(start).normalize()
     if start_ts.day != 1:
         raise ValueError(f"simulate: start {start} must be the first day of a month (YYYY-MM-01)")
     parsed = parse_scenarios(list(scenarios), start_ts, months)
-    cal = _Calendar(start_ts, months)
+    cal = _Calendar(start_ts, months, months + truth_horizon_months, months + MAX_TRUTH_HORIZON)
     out = Path(out_dir)
     raw_dir, truth_dir = out / "raw", out / "truth"
     for t in TABLES:  # a previous, larger world must not leave parts behind
@@ -220,7 +251,8 @@ def simulate_world(
         concat_parquet(sorted(parts_dir.glob(f"{name}-*.parquet")), truth_dir / f"{name}.parquet")
     shutil.rmtree(parts_dir, ignore_errors=True)
     write_json([s.calendar_entry() for s in parsed], truth_dir / "scenario_calendar.json")
-    extracted_at = pd.Timestamp(_times(np.array([cal.end]))[0])
+    extracted_at = pd.Timestamp(_times(np.array([cal.extract]))[0])
+    truth_end = pd.Timestamp(_times(np.array([cal.truth_end]))[0])
     manifest = {
         "source": "simulator",
         "extracted_at": extracted_at.isoformat(),
@@ -232,6 +264,18 @@ def simulate_world(
         "chunk_users": chunk_users,
     }
     write_json(manifest, raw_dir / "manifest.json")
+    write_json(
+        {
+            "source": "simulator",
+            "extracted_at": manifest["extracted_at"],
+            "truth_horizon_months": truth_horizon_months,
+            "truth_end": truth_end.isoformat(),
+            "seed": seed,
+            "users": users,
+            "months": months,
+        },
+        truth_dir / "manifest.json",
+    )
     summary = stats.summary()
     summary.update(
         users=users,
@@ -241,6 +285,8 @@ def simulate_world(
         raw_dir=str(raw_dir),
         truth_dir=str(truth_dir),
         extracted_at=manifest["extracted_at"],
+        truth_horizon_months=truth_horizon_months,
+        truth_end=truth_end.isoformat(),
         seconds=round(time.perf_counter() - t0, 2),
     )
     return summary
@@ -298,7 +344,8 @@ class _Stats:
 
 # ----------------------------------------------------------------------------------------
 def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
-    M = cal.months
+    M = cal.world_months  # the world runs past the extract (for the truth); arrays span it all
+    data_months = cal.months  # users sign up, and rings form, before the extract
     rng_user, rng_lat, rng_loan, rng_pay, rng_bur, rng_app, rng_fraud = (
         np.random.default_rng(s) for s in ss.spawn(7)
     )
@@ -321,7 +368,9 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
     age_eff = np.array([0.35, 0.10, -0.10, -0.15, 0.05])[age - 1]
     z_obs = Z_MEAN - 0.4 * (income - 2.5) + age_eff + 0.08 * (city - 2.5)
     z_base = z_obs + hidden
-    signup_m = np.where(rng_user.random(n) < 0.5, 0, rng_user.integers(0, max(1, M - 3), n))
+    signup_m = np.where(
+        rng_user.random(n) < 0.5, 0, rng_user.integers(0, max(1, data_months - 3), n)
+    )
     # organised rings: members sign up together and bust out together
     ring_of = np.full(n, -1)
     n_ring_target = int(round(RING_SHARE * n))
@@ -332,12 +381,12 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
     if sizes and sum(sizes) > n:
         sizes = []
     pos = 0
-    ring_start = rng_user.integers(0, max(1, M - 7), len(sizes))
+    ring_start = rng_user.integers(0, max(1, data_months - 7), len(sizes))
     ring_bust = ring_start + rng_user.integers(6, 10, len(sizes))
     for k, s in enumerate(sizes):  # a loop over rings (tens per chunk), not users
         members = perm[pos : pos + s]
         ring_of[members] = k
-        signup_m[members] = np.minimum(ring_start[k] + rng_user.integers(0, 2, s), M - 1)
+        signup_m[members] = np.minimum(ring_start[k] + rng_user.integers(0, 2, s), data_months - 1)
         pos += s
     is_ring = ring_of >= 0
     bust_m = np.where(
@@ -347,7 +396,7 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
     signup_t = cal.month_start(signup_m) + (
         rng_user.random(n) * cal.days_in(signup_m) * DAY
     ).astype(np.int64)
-    signup_t = np.minimum(signup_t, cal.end - HOUR)
+    signup_t = np.minimum(signup_t, cal.extract - HOUR)
     line0 = _round100(
         np.clip(
             np.exp(rng_user.normal(np.log(2500 + 2500 * income), 0.35) - 0.3 * (z_obs - Z_MEAN)),
@@ -514,9 +563,10 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         drew[:, m] = take
         bal = sched[row0 + m]
         util_jump[:, m] = take & (line > 0) & (bal_prev < 0.5 * line) & (bal >= 0.8 * line)
-        live = active & (stop_m > m) & (line > 0)
-        bal_sum += float(bal[live].sum())
-        line_sum += float(line[live].sum())
+        if m < data_months:  # the summary describes the extract's months
+            live = active & (stop_m > m) & (line > 0)
+            bal_sum += float(bal[live].sum())
+            line_sum += float(line[live].sum())
 
         # legacy line rule at month end (30+ DPD -> lower, 90+ -> close, 6 clean months -> raise)
         review_t = cal.edges[m + 1] - 2 * HOUR
@@ -567,7 +617,8 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
             "event_time": _times(signup_t),
             "available_time": _times(
                 np.minimum(
-                    signup_t + (rng_user.exponential(10.0, n) * MINUTE).astype(np.int64), cal.end
+                    signup_t + (rng_user.exponential(10.0, n) * MINUTE).astype(np.int64),
+                    cal.extract,
                 )
             ),
         }
@@ -594,7 +645,7 @@ def _simulate_chunk(c, first, n, seed, cal: _Calendar, scenarios, world, ss):
         ato_ring,
         fraud_t,
     )
-    tables["line_history"] = _line_history(uid, signup_t, line0, changes, rng_user, cal.end)
+    tables["line_history"] = _line_history(uid, signup_t, line0, changes, rng_user, cal.extract)
 
     truth_um, truth_out, stats = _truth(
         c,
@@ -663,7 +714,7 @@ def _concat(loans: list[dict]) -> dict:
 def _loans_and_payments(
     uid, lo, Z, cure_m, stop_t, is_ring, sync_u, sync_on, sc, cal: _Calendar, rng, n
 ):
-    M = cal.months
+    M = cal.world_months
     L = len(lo["user"])
     amount = lo["amount"]
     term = lo["term"].astype(np.int64)
@@ -671,17 +722,19 @@ def _loans_and_payments(
     t_draw = lo["t"].astype(np.int64)
     loan_uid = pc.take(uid, pa.array(lo["user"]))
     loan_id = _join_ids(loan_uid, lo["m"] * 10 + lo["slot"], "-L")
+    # draws before the extract, as it holds them (one that reached the warehouse after it is
+    # in it, available at the extract: the rule the simulator always had for its last draws)
+    av = np.minimum(t_draw + (rng.exponential(5.0, L) * MINUTE).astype(np.int64), cal.extract)
+    drawn = t_draw < cal.extract
     loans = pd.DataFrame(
         {
-            "loan_id": _str(loan_id),
-            "user_id": _str(loan_uid),
-            "amount_cny": amount.astype(np.float64),
-            "term_months": term,
-            "installment_cny": inst,
-            "event_time": _times(t_draw),
-            "available_time": _times(
-                np.minimum(t_draw + (rng.exponential(5.0, L) * MINUTE).astype(np.int64), cal.end)
-            ),
+            "loan_id": _str(loan_id.filter(pa.array(drawn))),
+            "user_id": _str(loan_uid.filter(pa.array(drawn))),
+            "amount_cny": amount[drawn].astype(np.float64),
+            "term_months": term[drawn],
+            "installment_cny": inst[drawn],
+            "event_time": _times(t_draw[drawn]),
+            "available_time": _times(av[drawn]),
         }
     )
     # payoff time: a day in the payoff month, after the draw
@@ -728,7 +781,7 @@ def _loans_and_payments(
         avail = np.where(
             delayed, paid + ((lo_d + u_sync * (hi_d - lo_d)) * DAY).astype(np.int64), avail
         )
-    kept = (paid < NEVER) & (avail <= cal.end)
+    kept = (paid < NEVER) & (avail <= cal.extract)
     inst_uid = pc.take(loan_id, pa.array(pos[kept]))
     installments = pd.DataFrame(
         {
@@ -755,7 +808,7 @@ def _loans_and_payments(
 
 def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, burst, shock_ev, distress_m,
             distress_lag, cures, cure_m, stop_m, ext_m, ext_len, acct_util_user, macro_on, macro_p):  # fmt: skip
-    M = cal.months
+    M = cal.world_months
     # accounts held at signup (opened up to 4 years before) and accounts opened during the period
     lam0 = np.clip(4.5 * np.exp(0.5 * (z_base - Z_MEAN)) + 0.3 * (income - 3), 0.3, 12.0)
     k0 = rng.poisson(lam0)
@@ -841,7 +894,8 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     open_t = np.minimum(open_t, cal.end - 2 * DAY)
     close_t = cal.month_start(np.minimum(close_m, M)) + (rng.random(A) * 25 * DAY).astype(np.int64)
     close_t = np.maximum(close_t, open_t + DAY)
-    ok = av <= cal.end
+    ok = av <= cal.extract  # in the extract (the last month's report arrives after it)
+    known = av <= cal.end  # in the world, for the truth
     acct_uid = pc.take(uid, pa.array(ua))
     acct_id = _join_ids(acct_uid, np.arange(A), "-A")
     sel = pa.array(rpos[ok])
@@ -879,7 +933,8 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     itype = np.where(
         burst[iu, im] & (rng.random(n_inq) < 0.7), 2, (rng.random(n_inq) * 4).astype(np.int64)
     )
-    ok_i = iav <= cal.end
+    ok_i = iav <= cal.extract
+    known_i = iav <= cal.end
     inq_uid = pc.take(uid, pa.array(iu[ok_i]))
     inquiries = pd.DataFrame(
         {
@@ -904,15 +959,16 @@ def _bureau(uid, n, cal: _Calendar, world, rng, Z, z_base, income, signup_m, bur
     fresh = np.zeros((n, M), dtype=bool)
     opened_here = rm == first_m[rpos]
     worse = (bucket > 0) & (rm - od_start[rpos] < 6)  # the bucket rises each overdue month to 6
-    mark = (worse | opened_here) & ok
+    mark = (worse | opened_here) & known
     avail_m = cal.month_of(np.minimum(av, cal.end - 1))
     np.logical_or.at(fresh, (ru[mark], avail_m[mark]), True)
-    np.logical_or.at(fresh, (iu[ok_i], cal.month_of(np.minimum(iav[ok_i], cal.end - 1))), True)
+    iav_m = cal.month_of(np.minimum(iav[known_i], cal.end - 1))
+    np.logical_or.at(fresh, (iu[known_i], iav_m), True)
     # ... and whether the debt at other lenders the extract shows rose that month (the open
     # accounts' total balance or balance/limit above the report before): balances drift every
     # month, so this is background, not an event (the fidelity truth uses it only when no event
     # was planted).
-    open_row = ~closing & ok
+    open_row = ~closing & known
     tot_bal = np.zeros((n, M))
     tot_lim = np.zeros((n, M))
     np.add.at(tot_bal, (ru[open_row], rm[open_row]), bal[open_row])
@@ -972,7 +1028,7 @@ def _app_events(
     ato_ring,
     fraud_t,
 ):
-    M = cal.months
+    M = cal.world_months
     after = np.arange(M)[None, :] >= signup_m[:, None]
     # device vocabulary: one own device per user, new phones, ring devices, gang devices
     n_rings = int(ring_of.max()) + 1 if is_ring.any() else 0
@@ -1082,7 +1138,7 @@ def _app_events(
     ip = np.concatenate([np.asarray(r[4], np.int64) for r in rows])
     t = np.maximum(t, signup_t[u] + MINUTE)
     av = t + (rng.exponential(2.0, len(u)) * MINUTE).astype(np.int64)
-    ok = av <= cal.end
+    ok = av <= cal.extract
     ev_uid = pc.take(uid, pa.array(u[ok]))
     # what the truth needs: the months a user's own fraud signals changed (new phone or SIM,
     # password reset, geo jump; innocent bait included: the fraud model sees the same signals)
@@ -1107,7 +1163,10 @@ def _app_events(
     ), signals
 
 
-def _line_history(uid, signup_t, line0, changes, rng, end):
+def _line_history(uid, signup_t, line0, changes, rng, extract):
+    """Line changes up to the extract, as the extract holds them: a change made before it that
+    reached the warehouse later is in it, available at the extract (the earlier rule kept
+    every change of the period this way)."""
     n = len(signup_t)
     us = [np.arange(n)] + [ch[0] for ch in changes]
     ts = [signup_t] + [ch[1] for ch in changes]
@@ -1118,18 +1177,18 @@ def _line_history(uid, signup_t, line0, changes, rng, end):
     ]
     u, t = np.concatenate(us), np.concatenate(ts).astype(np.int64)
     a = np.concatenate(act)
-    ch_uid = pc.take(uid, pa.array(u))
+    av = np.minimum(t + ((1 + rng.exponential(30.0, len(u))) * MINUTE).astype(np.int64), extract)
+    ok = t < extract
+    ch_uid = pc.take(uid, pa.array(u[ok]))
     return pd.DataFrame(
         {
-            "change_id": _str(_join_ids(ch_uid, np.arange(len(u)), "-C")),
+            "change_id": _str(_join_ids(ch_uid, np.flatnonzero(ok), "-C")),
             "user_id": _str(ch_uid),
-            "old_line_cny": np.concatenate(old).astype(np.float64),
-            "new_line_cny": np.concatenate(new).astype(np.float64),
-            "action": _str(pc.take(pa.array(["open", "lower", "close", "raise"]), pa.array(a))),
-            "event_time": _times(t),
-            "available_time": _times(
-                np.minimum(t + ((1 + rng.exponential(30.0, len(u))) * MINUTE).astype(np.int64), end)
-            ),
+            "old_line_cny": np.concatenate(old)[ok].astype(np.float64),
+            "new_line_cny": np.concatenate(new)[ok].astype(np.float64),
+            "action": _str(pc.take(pa.array(["open", "lower", "close", "raise"]), pa.array(a[ok]))),
+            "event_time": _times(t[ok]),
+            "available_time": _times(av[ok]),
         }
     )
 
@@ -1153,7 +1212,8 @@ def _truth(
     kyc_expiry,
     device_signals,
 ):
-    M = cal.months
+    # Every flag is computed over the whole world; rows are written up to the truth horizon.
+    M = cal.world_months
     pay, bur = obs["pay"], obs["bur"]
     # behaviour: an installment due this month paid >= 1 day late or not paid (and due before the end)
     due_in = (pay["due_m_raw"] < M) & (pay["due"] < cal.end)
@@ -1216,10 +1276,12 @@ def _truth(
     repaid = ((bal_prev > 0) | drew) & (bal_end <= 1e-6) & ~stopped & after
     # a ring pays everything off (还清) days before its bust-out draw in the same month
     repaid |= fraud_month & fr["is_ring"][:, None] & (bal_prev > 0)
-    uu, mm = np.nonzero(after)
+    uu, mm = np.nonzero(after[:, : cal.truth_months])
+    # a ring member is one from signup; a takeover victim is named only if taken over in time
+    victim = (fr["ato_ring"] >= 0) & (fr["fraud_t"] <= cal.truth_end)
     ring_name = np.where(
         fr["is_ring"], np.char.add(f"ring-{seed}-{c}-", fr["ring_of"].astype(str)),
-        np.where(fr["ato_ring"] >= 0, np.char.add(f"gang-{seed}-{c}-", fr["ato_ring"].astype(str)), ""),
+        np.where(victim, np.char.add(f"gang-{seed}-{c}-", fr["ato_ring"].astype(str)), ""),
     )  # fmt: skip
     ring_col = pd.Series(ring_name, dtype="str").replace("", np.nan)
     users_s = _str(uid)
@@ -1240,10 +1302,10 @@ def _truth(
     )
     # outcomes: first 90+ DPD (an installment unpaid, or paid, 90+ days after its due date)
     cand = pay["due"] + 90 * DAY
-    hit = (pay["paid"] > cand) & (cand <= cal.end)
+    hit = (pay["paid"] > cand) & (cand <= cal.truth_end)
     default_t = np.full(n, NEVER, dtype=np.int64)
     np.minimum.at(default_t, pay["user"][hit], cand[hit])
-    fraud_t = np.where(fr["fraud_t"] <= cal.end, fr["fraud_t"], NEVER)
+    fraud_t = np.where(fr["fraud_t"] <= cal.truth_end, fr["fraud_t"], NEVER)
     out = pd.DataFrame(
         {
             "user_id": users_s,
@@ -1256,28 +1318,31 @@ def _truth(
             "ring_id": ring_col,
         }
     )
-    # summary figures
-    is_fraud = fraud_t < NEVER
-    credit_default = (default_t < NEVER) & ~is_fraud
-    exposure_end = np.where(credit_default, default_t, cal.end)
+    # summary figures: what happened before the extract (the summary describes the raw tables)
+    D = cal.months
+    is_fraud = fraud_t <= cal.extract
+    credit_default = (default_t <= cal.extract) & ~is_fraud
+    exposure_end = np.where(credit_default, default_t, cal.extract)
     exposure = np.clip(exposure_end - signup_t, 0, None) / (365.25 * DAY)
-    due30 = due_in & (pay["due"] + 30 * DAY <= cal.end)
+    due_data = (pay["due_m_raw"] < D) & (pay["due"] < cal.extract)
+    due30 = due_data & (pay["due"] + 30 * DAY <= cal.extract)
+    after_data = after[:, :D]
     stats = {
         "users": n,
         "defaults": int(credit_default.sum()),
         "default_exposure_years": float(exposure[~is_fraud].sum()),
         "fraud_users": int(is_fraud.sum()),
         "ring_users": int(fr["is_ring"].sum()),
-        "takeovers": int((fr["ato_ring"] >= 0).sum()),
-        "inst_due": int(due_in.sum()),
-        "inst_late": int(late1.sum()),
+        "takeovers": int(((fr["ato_ring"] >= 0) & (fr["fraud_t"] <= cal.extract)).sum()),
+        "inst_due": int(due_data.sum()),
+        "inst_late": int((due_data & (pay["paid"] - pay["due"] >= DAY)).sum()),
         "inst_due_30": int(due30.sum()),
         "inst_late_30": int((due30 & (pay["paid"] - pay["due"] >= 30 * DAY)).sum()),
-        "bureau_user_months": int(after.sum()),
-        "bureau_rows_reported": int(bur["rows_user_month"][after].sum()),
-        "inquiries": int(bur["inquiries"].sum()),
-        "user_months": int(after.sum()),
-        "sync_delayed": int(pay["delayed"].sum()),
+        "bureau_user_months": int(after_data.sum()),
+        "bureau_rows_reported": int(bur["rows_user_month"][:, :D][after_data].sum()),
+        "inquiries": int(bur["inquiries"][:, :D].sum()),
+        "user_months": int(after_data.sum()),
+        "sync_delayed": int((pay["delayed"] & (pay["paid"] < cal.extract)).sum()),
     }
     return um, out, stats
 
@@ -1289,7 +1354,8 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"simulated {summary['users']} users x {summary['months']} months (seed {summary['seed']}) "
         f"in {summary['seconds']:.1f} s; scenarios: {', '.join(summary['scenarios']) or 'none'}",
-        f"raw tables -> {summary['raw_dir']} (extracted_at {summary['extracted_at']}); ground truth -> {summary['truth_dir']}",
+        f"raw tables -> {summary['raw_dir']} (extracted_at {summary['extracted_at']}); ground truth -> {summary['truth_dir']} "
+        f"(to {summary['truth_end']}, {summary['truth_horizon_months']} months past the extract)",
         *(f"  {t:<{width}}  {r:>12,} rows" for t, r in rows.items()),
         f"  default rate (annual, 90+ DPD, fraud excluded): {summary['default_rate_annual']:.2%}",
         f"  fraud rate (users with a bust-out or takeover): {summary['fraud_rate']:.2%} "

@@ -11,6 +11,10 @@ from serving.config import Config, load_config
 CONFIG_OPTION = typer.Option(
     None, "--config", help="Config file (default: ./creditline.toml if present)."
 )
+TRUTH_HORIZON_HELP = (
+    "Months past the extract for which the ground truth (defaults, bust-outs, true PD) is "
+    "written, 0..24; the raw tables are the same bytes whatever it is."
+)
 
 
 def config_or_exit(path: Path | None) -> Config:

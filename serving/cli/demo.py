@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from serving.cli import app
-from serving.cli.common import CONFIG_OPTION, config_or_exit, fail
+from serving.cli.common import CONFIG_OPTION, TRUTH_HORIZON_HELP, config_or_exit, fail
 
 
 @app.command()
@@ -15,6 +15,7 @@ def demo(
     users: int = typer.Option(2000, "--users", help="Number of users."),
     months: int = typer.Option(24, "--months", help="Months to simulate."),
     seed: int = typer.Option(7, "--seed", help="Random seed."),
+    truth_horizon_months: int = typer.Option(12, "--truth-horizon-months", help=TRUTH_HORIZON_HELP),
     cycle: bool = typer.Option(
         True, "--cycle/--no-cycle", help="Run the monthly loop on the world."
     ),
@@ -44,6 +45,7 @@ def demo(
             scenarios=["all"],
             chunk_users=cfg.simulation.chunk_users,
             out_dir=Path(cfg.paths.data),
+            truth_horizon_months=truth_horizon_months,
         )
     except ValueError as exc:
         fail(str(exc))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from serving.cli import app
-from serving.cli.common import CONFIG_OPTION, config_or_exit, fail
+from serving.cli.common import CONFIG_OPTION, TRUTH_HORIZON_HELP, config_or_exit, fail
 
 SCENARIO_HELP = (
     "Scenario NAME or NAME@YYYY-MM (repeatable): macro_shock, fraud_wave, sync_incident, "
@@ -34,6 +34,9 @@ def simulate(
     chunk_users: Annotated[
         int | None, typer.Option("--chunk-users", help="Users per chunk (default from config).")
     ] = None,
+    truth_horizon_months: Annotated[
+        int, typer.Option("--truth-horizon-months", help=TRUTH_HORIZON_HELP)
+    ] = 12,
     config: Path = CONFIG_OPTION,
 ) -> None:
     """Simulate a revolving-credit book: raw tables under OUT/raw, ground truth under OUT/truth.
@@ -52,6 +55,7 @@ def simulate(
             start=_month_start(start),
             chunk_users=chunk_users or cfg.simulation.chunk_users,
             out_dir=out or Path(cfg.paths.data),
+            truth_horizon_months=truth_horizon_months,
         )
     except ValueError as exc:
         fail(str(exc))

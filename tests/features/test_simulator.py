@@ -75,7 +75,7 @@ def test_same_seed_and_args_give_byte_identical_files(world_all, tmp_path):
     simulate_world(out_dir=tmp_path, **ALL_ARGS)
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    assert len(files) == 7 * 3 + 1 + 3
+    assert len(files) == 7 * 3 + 1 + 4  # 7 tables x 3 chunks, raw and truth manifests, 3 truths
     for f in files:
         assert file_digest(out / f) == file_digest(tmp_path / f), f
 
@@ -176,8 +176,10 @@ def test_truth_primary_cause_follows_the_flags(world_all):
 
 
 def test_truth_causes_are_visible_in_the_raw_data(world_all):
-    out, _ = world_all
+    out, summary = world_all
     um = pd.read_parquet(out / "truth" / "user_month.parquet")
+    # the raw tables can witness only the months before the extract (the truth runs on past it)
+    um = um[um["month"] < pd.Timestamp(summary["extracted_at"])]
     month = lambda s: s.dt.to_period("M").dt.to_timestamp()  # noqa: E731
     # sync delay: the user has a payment made before that month's decision (month-end as-of: the
     # start of the last day; a payment on the last day counts in the next month) that reached the
@@ -275,7 +277,7 @@ def test_truth_causes_are_visible_in_the_raw_data(world_all):
 
 
 def test_fraud_rings_share_devices_and_bust_out(world_all):
-    out, _ = world_all
+    out, summary = world_all
     outcomes = pd.read_parquet(out / "truth" / "outcomes.parquet")
     um = pd.read_parquet(out / "truth" / "user_month.parquet")
     ring_users = set(um.loc[um["is_fraudster"], "user_id"])
@@ -288,7 +290,7 @@ def test_fraud_rings_share_devices_and_bust_out(world_all):
     assert on_shared.index.isin(outcomes.loc[outcomes["ring_id"].notna(), "user_id"]).mean() >= 0.9
     # the fraud draw (bust-out or takeover) is never repaid; a ring's bust-out is its largest draw
     loans = _raw(out, "loans")
-    busted = outcomes[outcomes["fraud_date"].notna()]
+    busted = outcomes[outcomes["fraud_date"] < pd.Timestamp(summary["extracted_at"])]  # in raw
     fraud_loans = loans.merge(busted, on="user_id")
     fraud_loans = fraud_loans[fraud_loans["event_time"] == fraud_loans["fraud_date"]]
     assert len(fraud_loans) == len(busted) and busted["ring_id"].str.startswith("gang").any()
@@ -356,3 +358,76 @@ def test_fast_pseudonymise_matches_the_reference():
     assert pseudonymise_many(ids) == [pseudonymise(s) for s in ids]
     for key in (b"k", b"x" * 64, b"long" * 40):  # short, block-sized, hashed (> 64 bytes)
         assert pseudonymise_many(ids, "l", key=key) == [pseudonymise(s, "l", key=key) for s in ids]
+
+
+# --- the truth horizon: the world runs on past the extract, for the ground truth only -------
+HORIZON_ARGS = dict(
+    users=300, months=14, seed=5, scenarios=["all"], chunk_users=120, progress=False
+)
+# 14 months from 2024-01: the extract is taken at 2025-03-01; 12 months later is 2026-03-01
+EXTRACT, TRUTH_END_12 = pd.Timestamp("2025-03-01"), pd.Timestamp("2026-03-01")
+
+
+@pytest.fixture(scope="module")
+def horizon_worlds(tmp_path_factory):
+    worlds = {}
+    for h in (0, 1, 12, 24):
+        out = tmp_path_factory.mktemp(f"horizon_{h}")
+        simulate_world(out_dir=out, truth_horizon_months=h, **HORIZON_ARGS)
+        worlds[h] = out
+    return worlds
+
+
+def _digests(folder):
+    return {str(p.relative_to(folder)): file_digest(p) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_raw_tables_are_byte_identical_whatever_the_truth_horizon(horizon_worlds):
+    raw = {h: _digests(out / "raw") for h, out in horizon_worlds.items()}
+    assert len(raw[0]) == 7 * 3 + 1  # 7 tables x 3 chunks (300 users / 120), the manifest
+    for h in (1, 12, 24):
+        assert raw[h] == raw[0], h
+    manifest = json.loads((horizon_worlds[12] / "raw" / "manifest.json").read_text())
+    assert manifest["extracted_at"] == EXTRACT.isoformat() and manifest["months"] == 14
+    tables = {t: _raw(horizon_worlds[12], t) for t in TABLES}
+    for t, df in tables.items():  # nothing of the months past the extract leaks into raw
+        assert (df["event_time"] < EXTRACT).all() and (df["available_time"] <= EXTRACT).all(), t
+
+
+def test_truth_runs_to_the_horizon_and_agrees_with_a_shorter_one(horizon_worlds):
+    def truth(h):
+        out = horizon_worlds[h] / "truth"
+        return (
+            pd.read_parquet(out / "user_month.parquet"),
+            pd.read_parquet(out / "outcomes.parquet"),
+            json.loads((out / "manifest.json").read_text()),
+        )
+
+    um0, out0, man0 = truth(0)
+    um12, out12, man12 = truth(12)
+    assert man0["truth_end"] == man0["extracted_at"] == EXTRACT.isoformat()
+    assert man0["truth_horizon_months"] == 0
+    assert (man12["truth_end"], man12["truth_horizon_months"]) == (TRUTH_END_12.isoformat(), 12)
+    # horizon 0: user-months up to the extract's last month, no outcome after the extract
+    assert um0["month"].max() == pd.Timestamp("2025-02-01")
+    assert not (out0["default_date"] > EXTRACT).any() and not (out0["fraud_date"] > EXTRACT).any()
+    # horizon 12: 12 more months of user-months (every user signed up before the extract, so
+    # each has all 12), and defaults after the extract, none after the truth end
+    assert um12["month"].max() == pd.Timestamp("2026-02-01")
+    assert (um12["month"] >= EXTRACT).sum() == 300 * 12
+    assert (out12["default_date"] > EXTRACT).sum() > 10
+    assert not (out12["default_date"] > TRUTH_END_12).any()
+    assert not (out12["fraud_date"] > TRUTH_END_12).any()
+    # up to the extract, the two truths are the same rows (ring_id too: this world's fraud wave,
+    # months 9-12, ends before the extract, so no victim is named by one horizon only)
+    pd.testing.assert_frame_equal(um12[um12["month"] < EXTRACT].reset_index(drop=True), um0)
+    for col in ("default_date", "fraud_date"):
+        cut = out12[col].where(out12[col] <= EXTRACT)
+        pd.testing.assert_series_equal(cut, out0[col])
+
+
+def test_a_truth_horizon_past_the_simulated_one_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"truth_horizon_months must be 0\.\.24"):
+        simulate_world(10, 12, 1, out_dir=tmp_path, progress=False, truth_horizon_months=25)
+    with pytest.raises(ValueError, match="truth_horizon_months"):
+        simulate_world(10, 12, 1, out_dir=tmp_path, progress=False, truth_horizon_months=-1)
