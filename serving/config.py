@@ -188,8 +188,8 @@ class GatesConfig(_Frozen):
     loop_max_mean_pd_shift: float = Field(
         0.02, gt=0, description="loop: |mean PD change| of tonight's book under the challenger"
     )
-    loop_max_band_change_share: float = Field(
-        0.25, gt=0, le=1, description="loop: share of tonight's book that would change PD band"
+    loop_max_band_worse_share: float = Field(
+        0.2, gt=0, le=1, description="loop: share of tonight's book moved to a worse PD band"
     )
     monotone_sample_rows: int = Field(500, ge=1)
 

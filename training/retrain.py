@@ -176,15 +176,16 @@ def loop_gates(
     *,
     min_auc_uplift: float,
     max_mean_pd_shift: float,
-    max_band_change_share: float,
+    max_band_worse_share: float,
 ) -> list:
     """The gates the loop adds before `promote`: never a challenger worse than the champion on
-    the same out-of-time rows, and a book that does not lurch (mean PD, users changing band)."""
+    the same out-of-time rows, and a book that does not lurch (mean PD, users moved to a worse
+    band; users moved to a better one are what a better model is for)."""
     from training.promote import Gate
 
     champ, chall = bt["champion"]["auc"], bt["challenger"]["auc"]
     floor = champ + min_auc_uplift
-    shift, moved = abs(book["mean_pd_shift"]), book["band_change_share"]
+    shift, moved = abs(book["mean_pd_shift"]), book["band_worse_share"]
     return [
         Gate("auc-uplift", bool(chall >= floor), chall, floor, max(floor - chall, 0.0),
              f"challenger OOT AUC {chall:.4f} vs champion {champ:.4f} on the same {bt['rows']} "
@@ -193,10 +194,10 @@ def loop_gates(
              max(shift - max_mean_pd_shift, 0.0),
              f"mean PD of tonight's book {book['mean_pd_shift']:+.4f} (limit ±{max_mean_pd_shift:.4f}, "
              f"{book['rows']} users)"),
-        Gate("band-change", bool(moved <= max_band_change_share), moved, max_band_change_share,
-             max(moved - max_band_change_share, 0.0),
-             f"{moved:.1%} of tonight's book would change PD band ({book['band_worse_share']:.1%} "
-             f"to a worse one; limit {max_band_change_share:.0%})"),
+        Gate("band-worse", bool(moved <= max_band_worse_share), moved, max_band_worse_share,
+             max(moved - max_band_worse_share, 0.0),
+             f"{moved:.1%} of tonight's book would move to a worse PD band ({book['band_change_share']:.1%} "
+             f"change band at all; limit {max_band_worse_share:.0%})"),
     ]  # fmt: skip
 
 
@@ -325,7 +326,7 @@ def retrain(
             bt["book"],
             min_auc_uplift=gate_settings.get("loop_min_auc_uplift", 0.0),
             max_mean_pd_shift=gate_settings.get("loop_max_mean_pd_shift", 0.02),
-            max_band_change_share=gate_settings.get("loop_max_band_change_share", 0.25),
+            max_band_worse_share=gate_settings.get("loop_max_band_worse_share", 0.25),
         )
         gates = [g.line() for g in checks]
         refused = [g.name for g in checks if not g.passed]
