@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
+
+from features.schedule import ADD_MONTHS_MACRO, add_months
 
 # DuckDB macros for the three dialect helpers (see the module docstring for Spark).
 MACROS = (
     # days from a to b, counted in calendar dates (a payment on its due date is 0 days late)
     "CREATE OR REPLACE MACRO days_between(a, b) AS date_diff('day', CAST(a AS DATE), CAST(b AS DATE))",
     "CREATE OR REPLACE MACRO seconds_between(a, b) AS date_diff('second', a, b)",
-    # date (midnight) + n calendar months, clamped to the month's last day: pandas DateOffset(months=n)
-    "CREATE OR REPLACE MACRO add_months(d, n) AS "
-    "CAST(CAST(d AS DATE) + to_months(CAST(n AS INTEGER)) AS TIMESTAMP)",
+    # the installment schedule's month rule, which features.schedule owns
+    ADD_MONTHS_MACRO,
 )
 
 # Which raw table each view reads, and the rows of it a feature at T may see.
@@ -69,7 +71,7 @@ def render(sql: str, as_of: pd.Timestamp, **extra: str) -> str:
 
 def _fold_months(m: re.Match) -> str:
     ts = pd.Timestamp(m.group(1).split("'")[1]) + pd.Timedelta(days=int(m.group(2) or 0))
-    return ts_literal(ts.normalize() + pd.DateOffset(months=int(m.group(3))))
+    return ts_literal(pd.Timestamp(add_months(np.datetime64(ts, "ns"), int(m.group(3)))))
 
 
 # Money (CNY) is summed as an exact decimal: a parallel engine adds doubles in whatever order its
