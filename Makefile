@@ -8,8 +8,8 @@ export DO_NOT_TRACK := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONHASHSEED := 0
 
-USERS ?= 2000
-MONTHS ?= 24
+USERS ?= 3000
+MONTHS ?= 36
 SEED ?= 7
 BENCH_SIZES ?= 10000,100000
 # The demo world is small: its first fraud model usually fails the gates. The demo lets it decide

@@ -12,8 +12,8 @@ from serving.cli.common import CONFIG_OPTION, TRUTH_HORIZON_HELP, config_or_exit
 
 @app.command()
 def demo(
-    users: int = typer.Option(2000, "--users", help="Number of users."),
-    months: int = typer.Option(24, "--months", help="Months to simulate."),
+    users: int = typer.Option(3000, "--users", help="Number of users."),
+    months: int = typer.Option(36, "--months", help="Months to simulate."),
     seed: int = typer.Option(7, "--seed", help="Random seed."),
     truth_horizon_months: int = typer.Option(12, "--truth-horizon-months", help=TRUTH_HORIZON_HELP),
     cycle: bool = typer.Option(
