@@ -33,7 +33,7 @@ def run_once(
 ) -> dict[str, float]:
     import pandas as pd
 
-    from features.simulator import simulate_world
+    from features.world.simulate import simulate_world
     from serving.config import Config
     from serving.loop.cycle import cycle_settings, demo_period, run_cycle
     from training.tracking import tracking_uri

@@ -6,7 +6,7 @@ Per size: the builder on the whole book; a straightforward pandas implementation
 families (`benchmarks/pandas_features.py`; goal: builder >= 3x faster); the builder's own
 repayment steps against one hand-written DuckDB query for the core repayment aggregates
 (goal: within 1.25x). One JSON line per figure. Raw tables come from the simulator when it is
-importable (`features.simulator`), else from `benchmarks/raw_world.py` (same schema).
+importable (`features.world`), else from `benchmarks/raw_world.py` (same schema).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class PeakRSS:
 def _world(users: int, months: int, seed: int):
     """Raw tables in memory: from the simulator when it is on this branch, else raw_world."""
     try:
-        from features.simulator import simulate_world
+        from features.world.simulate import simulate_world
     except ImportError:
         from benchmarks.raw_world import make_world
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = """
 import json, resource, sys, time
-from features.simulator import simulate_world
+from features.world.simulate import simulate_world
 users, months, chunk, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 scen = [s for s in sys.argv[5].split(",") if s]
 t0 = time.perf_counter()

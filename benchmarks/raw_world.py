@@ -1,6 +1,6 @@
 """A vectorised generator of raw tables in the contract's schema, for tests and benchmarks.
 
-Not the simulator (that is `features/simulator.py`, with planted causes and ground truth): this
+Not the simulator (that is `features/world/`, with planted causes and ground truth): this
 only produces plausible volumes and shapes fast (100k users x 24 months in seconds), with late
 payments, shortfalls, early payoffs, a payment sync incident, bureau accounts with delinquency,
 inquiries, app events with shared devices (rings), and line changes including closes.

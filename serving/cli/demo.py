@@ -35,7 +35,7 @@ def demo(
     Example: creditline demo --users 2000 --months 24 --seed 7
     """
     cfg = config_or_exit(config)
-    from features.simulator import format_summary, simulate_world
+    from features.world.simulate import format_summary, simulate_world
 
     try:
         summary = simulate_world(

@@ -44,7 +44,7 @@ def simulate(
     Example: creditline simulate --users 10000 --months 24 --seed 7 --scenario all --out data
     """
     cfg = config_or_exit(config)
-    from features.simulator import format_summary, simulate_world
+    from features.world.simulate import format_summary, simulate_world
 
     try:
         summary = simulate_world(

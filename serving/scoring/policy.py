@@ -59,7 +59,7 @@ REGULATION_IDS = {
     "kyc_expired": "REG-KYC",
 }
 APPETITE_PARAMS = frozenset({"pd_cutoff_shift", "allow_raise", "line_multiplier"})
-# Calendar spellings (features/scenarios.py) -> the policy's parameter names.
+# Calendar spellings (features/world/scenarios.py) -> the policy's parameter names.
 CALENDAR_ALIASES = {"dti_cap": "max_dti_ratio"}
 # Calendar entries may carry a human note; it is kept out of the rule parameters.
 CALENDAR_NOTE_KEYS = frozenset({"description", "note", "reason"})

@@ -34,7 +34,7 @@ def test_sql_schedule_matches_features_schedule():
 
 
 def test_builds_on_a_simulated_world(tmp_path):
-    from features.simulator import simulate_world
+    from features.world.simulate import simulate_world
 
     simulate_world(users=150, months=13, seed=2, out_dir=tmp_path, progress=False)
     path = build_feature_table(

@@ -1,6 +1,6 @@
 """The credit model on a real simulated book: it learns what the simulator planted.
 
-A small world from `features.simulator` (no scenarios), point-in-time feature tables from
+A small world from `features.world` (no scenarios), point-in-time feature tables from
 `features.builder` for three monthly training snapshots and one out-of-time month, the real
 feature list and monotone directions from `features.metadata`, real LightGBM and MLflow. The
 yardstick is a logistic regression trained here, on the same training rows.
@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 
 from serving.config import GatesConfig, ModelConfig
 
-pytest.importorskip("features.simulator")
+pytest.importorskip("features.world.simulate")
 pytest.importorskip("features.builder")
 
 USERS = 3000
@@ -36,7 +36,7 @@ OOT_AS_OF = "2024-09-30"  # 12-month labels mature inside a 22-month world (ends
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from features.builder import build_feature_table
-    from features.simulator import simulate_world
+    from features.world.simulate import simulate_world
 
     root = tmp_path_factory.mktemp("sim_world")
     simulate_world(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-pytest.importorskip("features.simulator")
+pytest.importorskip("features.world.simulate")
 pytest.importorskip("features.builder")
 pytest.importorskip("training.train")
 
@@ -29,7 +29,7 @@ def _model_settings() -> dict:
 
 
 def _world(tmp_path, scenarios, months, seed):
-    from features.simulator import simulate_world
+    from features.world.simulate import simulate_world
 
     simulate_world(
         users=USERS,

@@ -280,7 +280,7 @@ def test_invariants(specs, rnd):
 
 
 def test_simulator_calendar_spellings():
-    # The entries features/scenarios.py writes for the `regulation` and `risk_appetite` scenarios.
+    # The entries features/world/scenarios.py writes for the `regulation` and `risk_appetite` scenarios.
     calendar = [
         {
             "name": "regulation",

@@ -136,3 +136,30 @@ def month_flags(scenarios: list[Scenario], months: int) -> dict[str, np.ndarray]
         on[s.start_month : (s.start_month + length) if length else months] = True
         flags[s.name] = on
     return flags
+
+
+@dataclass(frozen=True)
+class ScenarioMonths:
+    """The scenarios as the simulated world reads them: by name, and which months each is on."""
+
+    by_name: dict[str, Scenario]
+    macro_on: np.ndarray  # bool per world month
+    wave_on: np.ndarray
+    sync_on: np.ndarray
+
+    @property
+    def macro_params(self) -> dict:
+        return self.by_name["macro_shock"].params if "macro_shock" in self.by_name else {}
+
+
+def scenario_months(scenarios: list[Scenario], months: int) -> ScenarioMonths:
+    """The scenarios over a world of `months` months (past the extract too: a scenario that is
+    still on at the extract stays on for as long as it runs)."""
+    flags = month_flags(scenarios, months)
+    off = np.zeros(months, bool)
+    return ScenarioMonths(
+        by_name={s.name: s for s in scenarios},
+        macro_on=flags.get("macro_shock", off),
+        wave_on=flags.get("fraud_wave", off),
+        sync_on=flags.get("sync_incident", off),
+    )

@@ -5,7 +5,9 @@ micro-loans; see docs-fragments/simulator.md for where each comes from) are deli
 the test checks the world is in a plausible regime, not a point estimate.
 """
 
+import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,10 +18,11 @@ from sklearn.model_selection import cross_val_predict
 
 from features.contracts import TABLES, validate_tables
 from features.ids import pseudonymise
-from features.scenarios import parse_scenarios
 from features.schedule import due_dates
-from features.simulator import pseudonymise_many, simulate_world
 from features.tables import file_digest, read_table_dir
+from features.world.ids import pseudonymise_many
+from features.world.scenarios import parse_scenarios
+from features.world.simulate import simulate_world
 
 ALL_ARGS = dict(users=2000, months=12, seed=11, scenarios=["all"], chunk_users=800, progress=False)
 BASE_ARGS = dict(users=4000, months=24, seed=3, chunk_users=50_000, progress=False)
@@ -431,3 +434,20 @@ def test_a_truth_horizon_past_the_simulated_one_is_refused(tmp_path):
         simulate_world(10, 12, 1, out_dir=tmp_path, progress=False, truth_horizon_months=25)
     with pytest.raises(ValueError, match="truth_horizon_months"):
         simulate_world(10, 12, 1, out_dir=tmp_path, progress=False, truth_horizon_months=-1)
+
+
+def test_the_feature_path_never_imports_the_simulator():
+    features = Path(__file__).resolve().parents[3] / "features"
+    offenders = []
+    for path in sorted(features.rglob("*.py")):
+        if "world" in path.relative_to(features).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            offenders += [f"{path.name}: {m}" for m in names if m.startswith("features.world")]
+    assert len(list(features.glob("*.py"))) > 10  # the scan saw the package
+    assert offenders == []
