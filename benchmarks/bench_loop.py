@@ -39,7 +39,7 @@ def run_world(users: int, months: int, seed: int, folder: Path, horizon: int):
     """Simulate and run the loop; return (summary, outcome rows, cpu seconds, wall seconds)."""
     import pandas as pd
 
-    from features.simulator import simulate_world
+    from features.world.simulate import simulate_world
     from serving.config import Config
     from serving.loop.cycle import cycle_settings, demo_period, run_cycle
     from training.tracking import tracking_uri

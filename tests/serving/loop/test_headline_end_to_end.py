@@ -19,7 +19,7 @@ USERS, MONTHS, SEED = 600, 22, 5
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from features.simulator import simulate_world
+    from features.world.simulate import simulate_world
     from serving.config import Config
     from serving.loop.cycle import cycle_settings, demo_period, run_cycle
     from training.tracking import tracking_uri
