@@ -265,7 +265,7 @@ def retrain(
     Every step goes to one MLflow run (experiment `creditline-retraining`) and, when
     `decision_log_dir` is given, to `decision_log_dir/model_ops/as_of=D.parquet`.
     """
-    from training.promote import promote
+    from training.promote import GATE_KEYS, promote
     from training.registry import CHAMPION, current_version, load_model
     from training.tracking import open_client
     from training.train import train_on_feature_tables
@@ -334,18 +334,11 @@ def retrain(
         status = "refused"
         log.warning("challenger v%s refused by the loop's gates: %s", result.version, refused)
     elif auto_promote:
-        gate_keys = (
-            "auc_margin",
-            "min_auc",
-            "calibration_tolerance",
-            "psi_alert",
-            "monotone_sample_rows",
-        )
         pr = promote(
             CREDIT_MODEL,
             result.version,
             tracking_uri=tracking_uri,
-            **{k: gate_settings[k] for k in gate_keys},
+            **{k: gate_settings[k] for k in GATE_KEYS},
         )
         gates += [g.line() for g in pr.gates]
         status = "promoted" if pr.passed else "refused"
