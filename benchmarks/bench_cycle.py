@@ -31,12 +31,10 @@ def _cpu_seconds() -> float:
 def run_once(
     users: int, months: int, seed: int, folder: Path, cycle_months: int | None = None
 ) -> dict[str, float]:
-    import pandas as pd
 
     from features.world.simulate import simulate_world
     from serving.config import Config
-    from serving.loop.cycle import cycle_settings, demo_period, run_cycle
-    from training.tracking import tracking_uri
+    from serving.loop.cycle import run_cycle_on_world
 
     cfg = Config()
     load_start = os.getloadavg()[0]
@@ -53,37 +51,12 @@ def run_once(
         progress=False,
     )
     simulate_s = time.perf_counter() - t0
-    start, end = demo_period("2024-01-01", months, cfg.monitor.bootstrap_months)
-    if cycle_months:
-        end = min(end, start + pd.offsets.MonthEnd(cycle_months - 1))
-    settings = cycle_settings(
-        # as `make demo` does: a simulated world's first fraud model may fail its gates, and the
-        # loop stops on that unless an approved, recorded exception is given
-        monitor={
-            **cfg.monitor.model_dump(),
-            "bootstrap_gate_override": "benchmark: the demo cycle on a simulated world, as make demo",
-        },
-        model=cfg.model.model_dump(),
-        gates=cfg.gates.model_dump(),
-        scoring={
-            **cfg.scoring.model_dump(),
-            "calendar": str(folder / "truth" / "scenario_calendar.json"),
-        },
-        seed=cfg.training.seed,
-        num_threads=cfg.training.num_threads,
-    )
     t0 = time.perf_counter()
-    result = run_cycle(
-        start=start,
-        end=end,
-        raw_dir=folder / "raw",
-        features_dir=folder / "features",
-        decisions_dir=folder / "decisions",
-        explanations_dir=folder / "explanations",
-        reports_dir=folder / "reports",
-        quarantine_dir=folder / "quarantine",
-        tracking_uri=tracking_uri(folder / "mlruns"),
-        settings=settings,
+    result = run_cycle_on_world(
+        folder,
+        months,
+        override="benchmark: the demo cycle on a simulated world, as make demo",
+        cycle_months=cycle_months,
     )
     cycle_s = time.perf_counter() - t0
     out = {

@@ -41,8 +41,7 @@ def run_world(users: int, months: int, seed: int, folder: Path, horizon: int):
 
     from features.world.simulate import simulate_world
     from serving.config import Config
-    from serving.loop.cycle import cycle_settings, demo_period, run_cycle
-    from training.tracking import tracking_uri
+    from serving.loop.cycle import run_cycle_on_world
 
     cfg = Config()
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
@@ -57,36 +56,13 @@ def run_world(users: int, months: int, seed: int, folder: Path, horizon: int):
         progress=False,
         truth_horizon_months=horizon,
     )
-    start, end = demo_period("2024-01-01", months, cfg.monitor.bootstrap_months)
-    settings = cycle_settings(
+    result = run_cycle_on_world(
+        folder,
+        months,
         # as `make demo` does: a small world's first fraud model may fail its gates; the
         # exception is recorded and shown in the summary
-        monitor={
-            **cfg.monitor.model_dump(),
-            "bootstrap_gate_override": "benchmark: simulated world, as make demo",
-            "html_report": "never",
-        },
-        model=cfg.model.model_dump(),
-        gates=cfg.gates.model_dump(),
-        scoring={
-            **cfg.scoring.model_dump(),
-            "calendar": str(folder / "truth" / "scenario_calendar.json"),
-        },
-        seed=cfg.training.seed,
-        num_threads=cfg.training.num_threads,
-        baseline_arm=True,
-    )
-    result = run_cycle(
-        start=start,
-        end=end,
-        raw_dir=folder / "raw",
-        features_dir=folder / "features",
-        decisions_dir=folder / "decisions",
-        explanations_dir=folder / "explanations",
-        reports_dir=folder / "reports",
-        quarantine_dir=folder / "quarantine",
-        tracking_uri=tracking_uri(folder / "mlruns"),
-        settings=settings,
+        override="benchmark: simulated world, as make demo",
+        monitor={"html_report": "never"},
     )
     rows = pd.read_parquet(result.summary_path.parent / "outcomes.parquet")
     return result.summary, rows, _cpu_seconds() - cpu0, time.perf_counter() - t0

@@ -1022,3 +1022,55 @@ def demo_period(
             f"simulate at least {bootstrap_months + 4} months"
         )
     return first, last
+
+
+def run_cycle_on_world(
+    folder: str | Path,
+    months: int,
+    *,
+    override: str,
+    monitor: dict | None = None,
+    cycle_months: int | None = None,
+    seed: int | None = None,
+) -> CycleResult:
+    """The loop over a simulated world laid out under one folder (`raw/`, `truth/`, and the loop's
+    outputs beside them), with the default config, its scenario calendar and the recorded
+    `override` that lets a small world's failing first model decide (as `make demo` does).
+
+    `monitor` overlays the monitor section; `cycle_months` stops the loop early.
+    """
+    from serving.config import Config
+    from training.tracking import tracking_uri
+
+    folder = Path(folder)
+    cfg = Config()
+    start, end = demo_period("2024-01-01", months, cfg.monitor.bootstrap_months)
+    if cycle_months:
+        end = min(end, start + pd.offsets.MonthEnd(cycle_months - 1))
+    settings = cycle_settings(
+        monitor={
+            **cfg.monitor.model_dump(),
+            "bootstrap_gate_override": override,
+            **(monitor or {}),
+        },
+        model=cfg.model.model_dump(),
+        gates=cfg.gates.model_dump(),
+        scoring={
+            **cfg.scoring.model_dump(),
+            "calendar": str(folder / "truth" / "scenario_calendar.json"),
+        },
+        seed=cfg.training.seed if seed is None else seed,
+        num_threads=cfg.training.num_threads,
+    )
+    return run_cycle(
+        start=start,
+        end=end,
+        raw_dir=folder / "raw",
+        features_dir=folder / "features",
+        decisions_dir=folder / "decisions",
+        explanations_dir=folder / "explanations",
+        reports_dir=folder / "reports",
+        quarantine_dir=folder / "quarantine",
+        tracking_uri=tracking_uri(folder / "mlruns"),
+        settings=settings,
+    )

@@ -20,43 +20,18 @@ USERS, MONTHS, SEED = 600, 22, 5
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from features.world.simulate import simulate_world
-    from serving.config import Config
-    from serving.loop.cycle import cycle_settings, demo_period, run_cycle
-    from training.tracking import tracking_uri
+    from serving.loop.cycle import run_cycle_on_world
 
     folder = tmp_path_factory.mktemp("loop_world")
     simulate_world(
         users=USERS, months=MONTHS, seed=SEED, scenarios=["all"], out_dir=folder, progress=False
     )
-    cfg = Config()
-    start, end = demo_period("2024-01-01", MONTHS, cfg.monitor.bootstrap_months)
-    settings = cycle_settings(
-        monitor={
-            **cfg.monitor.model_dump(),
-            "bootstrap_gate_override": "test: tiny simulated world",
-            "html_report": "never",
-            "headline_bootstrap": 100,
-        },
-        model=cfg.model.model_dump(),
-        gates=cfg.gates.model_dump(),
-        scoring={
-            **cfg.scoring.model_dump(),
-            "calendar": str(folder / "truth" / "scenario_calendar.json"),
-        },
+    result = run_cycle_on_world(
+        folder,
+        MONTHS,
+        override="test: tiny simulated world",
+        monitor={"html_report": "never", "headline_bootstrap": 100},
         seed=1,
-        num_threads=2,
-    )
-    result = run_cycle(
-        start=start,
-        end=end,
-        raw_dir=folder / "raw",
-        features_dir=folder / "features",
-        decisions_dir=folder / "decisions",
-        explanations_dir=folder / "explanations",
-        reports_dir=folder / "reports",
-        quarantine_dir=folder / "quarantine",
-        tracking_uri=tracking_uri(folder / "mlruns"),
-        settings=settings,
     )
     return folder, result
 
