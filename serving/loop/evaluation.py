@@ -105,14 +105,26 @@ def outcome_rates(
     return out
 
 
+def downgraded_ids(
+    decisions: pd.DataFrame, previous: pd.DataFrame | None, usable: pd.Series | None
+) -> set[str]:
+    """The users `select_downgrades` picks (none without a previous decision)."""
+    if previous is None:
+        return set()
+    return set(select_downgrades(decisions, previous, usable)["user_id"])
+
+
 def month_stats(
     decisions: pd.DataFrame,
     previous: pd.DataFrame | None,
     good: pd.Series,
     explanations: pd.DataFrame | None,
     usable: pd.Series | None = None,
+    down_ids: set[str] | None = None,
 ) -> dict:
     """Adverse actions, downgrades by cause, and wrongful post-repayment downgrades for one month.
+
+    `down_ids`: the downgraded users when the caller already has them (`downgraded_ids`).
 
     A downgrade is what `creditline explain` explains: `serving.explain.downgrades.select_downgrades`
     against the `previous` decisions (the usable line fell, or an adverse decision was
@@ -125,11 +137,8 @@ def month_stats(
     """
     dec = decisions.assign(user_id=decisions["user_id"].astype(str)).set_index("user_id")
     adverse = dec["action"].isin(ADVERSE_ACTIONS)
-    down_ids = (
-        set()
-        if previous is None
-        else set(select_downgrades(decisions, previous, usable)["user_id"])
-    )
+    if down_ids is None:
+        down_ids = downgraded_ids(decisions, previous, usable)
     down = pd.Series(dec.index.isin(list(down_ids)), index=dec.index)
     g = good.reindex(dec.index)
     known_good = g.fillna(False).astype(bool)
@@ -198,8 +207,9 @@ def stored_month_stats(
     usable = (
         None if prev is None else usable_before(decisions_dir, prev, months[months.index(d) - 1])
     )
-    rows = outcome_rows(dec, prev, usable, good, truth, d, horizon, known_until)
-    return month_stats(dec, prev, good, explained, usable), rows
+    down = downgraded_ids(dec, prev, usable)  # one selection serves both
+    rows = outcome_rows(dec, prev, usable, good, truth, d, horizon, known_until, down)
+    return month_stats(dec, prev, good, explained, usable, down), rows
 
 
 def read_explanations(explanations_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
@@ -266,6 +276,7 @@ def outcome_rows(
     as_of: pd.Timestamp,
     horizon: int,
     known_until: pd.Timestamp | None,
+    down_ids: set[str] | None = None,
 ) -> pd.DataFrame:
     """Per user at one decision: what the headline counts (OUTCOME_COLUMNS).
 
@@ -286,7 +297,9 @@ def outcome_rows(
         before = usable if usable is not None else usable_lines(previous)
         held = dec["action"].eq("defer").to_numpy() & pd.Index(ids).isin(before.index)
         after = np.where(held, before.reindex(ids).to_numpy("float64"), after)
-        down = pd.Index(ids).isin(list(select_downgrades(decisions, previous, usable)["user_id"]))
+        if down_ids is None:
+            down_ids = downgraded_ids(decisions, previous, usable)
+        down = pd.Index(ids).isin(list(down_ids))
     g = good.reindex(ids)
     if truth is not None:
         t = pd.DataFrame({"user_id": ids}).merge(
