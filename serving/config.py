@@ -100,6 +100,16 @@ class MonitorConfig(_Frozen):
         3, ge=0, description="months after a retrain with no new one"
     )
     auto_promote: bool = Field(True, description="promote a challenger that passes the gates")
+    fraud_retrain: bool = Field(
+        True,
+        description="retrain the fraud model too, on its 90-day label, when its score drifts "
+        "from its training reference or its Gini on the newest matured month drops",
+    )
+    min_fraud_positives: int = Field(
+        20,
+        ge=1,
+        description="fewer matured bust-outs in a month: no fraud performance trigger (too noisy)",
+    )
     bootstrap_months: int = Field(
         6, ge=2, description="months before the cycle the first models learn from"
     )

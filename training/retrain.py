@@ -1,10 +1,11 @@
 """Retraining when monitoring fires: challenger on the latest mature window, backtest, gates.
 
-The challenger trains on the most recent as-of dates whose default labels have matured by the
-decision date, with the newest matured date held out as out-of-time data. Before the gates
-decide, it is backtested against the champion on that out-of-time table, including a swap-set
-analysis at the champion's approval rate: who the challenger would newly approve or decline,
-and how they turned out.
+The challenger trains on the most recent as-of dates whose labels have matured by the decision
+date (the 12-month default label for the credit model, the 90-day bust-out label for the fraud
+model), with the newest matured date held out as out-of-time data. Before the gates decide, it
+is backtested against the champion on that out-of-time table, including a swap-set analysis at
+the champion's approval rate (for the fraud model: the share it does not flag): who the
+challenger would newly approve or decline, and how they turned out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 
 from features.catalog import available_as_ofs, decisions_path, feature_table_path, model_ops_path
 from features.contracts import DOWNGRADE_ACTIONS
-from training.fit import CREDIT_MODEL
+from training.fit import MODEL_SPECS
 from training.metrics import auc, calibration_slope, ks
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,22 @@ def matured_as_ofs(
         if pd.Timestamp(t) + pd.DateOffset(months=horizon_months) + pd.Timedelta(days=margin_days)
         <= cutoff
     )
+
+
+def fraud_matured_as_ofs(
+    as_ofs: list[pd.Timestamp], decision_date: pd.Timestamp
+) -> list[pd.Timestamp]:
+    """As-of dates whose 90-day bust-out label has closed by `decision_date`: a draw in the 90
+    days, its first installment a month later, 60 days past due, plus the sync margin (the
+    feature builder's own rule, `features.labels.matured`): about six months after the as-of.
+
+    >>> ds = [pd.Timestamp("2024-09-30"), pd.Timestamp("2024-10-31"), pd.Timestamp("2024-12-31")]
+    >>> [d.strftime("%m-%d") for d in fraud_matured_as_ofs(ds, pd.Timestamp("2025-05-15"))]
+    ['09-30', '10-31']
+    """
+    from features.labels import matured
+
+    return sorted(t for t in as_ofs if matured(pd.Timestamp(t), pd.Timestamp(decision_date))[1])
 
 
 def choose_window(
@@ -204,6 +221,7 @@ def loop_gates(
 @dataclass(frozen=True)
 class RetrainOutcome:
     as_of: pd.Timestamp
+    model: str  # the registered name retrained
     status: str  # skipped | trained | promoted | refused
     reasons: list[str]
     challenger_version: int | None = None
@@ -218,6 +236,7 @@ class RetrainOutcome:
     def to_dict(self) -> dict:
         return {
             "as_of": self.as_of.strftime("%Y-%m-%d"),
+            "model": self.model,
             "status": self.status,
             "reasons": self.reasons,
             "challenger_version": self.challenger_version,
@@ -231,13 +250,19 @@ class RetrainOutcome:
         }
 
 
-def approval_rate_at(decisions_file: Path | None, default: float) -> float:
-    """Share of users the champion did not downgrade on that date (default when unknown)."""
+def approval_rate_at(
+    decisions_file: Path | None, default: float, fraud_threshold: float | None = None
+) -> float:
+    """Share of users the champion did not downgrade on that date (default when unknown); with
+    `fraud_threshold`, the share whose fraud probability stayed below it (not flagged)."""
     if decisions_file is None or not Path(decisions_file).exists():
         return default
-    actions = pd.read_parquet(decisions_file, columns=["action"])["action"]
-    rate = float((~actions.isin(DOWNGRADE_ACTIONS)).mean()) if len(actions) else default
-    return min(max(rate, 0.01), 1.0)
+    column = "action" if fraud_threshold is None else "fraud_p"
+    values = pd.read_parquet(decisions_file, columns=[column])[column]
+    if not len(values):
+        return default
+    kept = ~values.isin(DOWNGRADE_ACTIONS) if fraud_threshold is None else values < fraud_threshold
+    return min(max(float(kept.mean()), 0.01), 1.0)
 
 
 def retrain(
@@ -259,22 +284,36 @@ def retrain(
     seed: int = 42,
     num_threads: int = 2,
     decision_log_dir: str | Path | None = None,
+    kind: str = "credit",
+    fraud_flag_threshold: float = 0.5,
 ) -> RetrainOutcome:
-    """Train a credit challenger on the latest mature window, backtest it, promote via the gates.
+    """Train a `kind` (credit or fraud) challenger on the latest mature window, backtest it,
+    promote via the gates. `horizon_months`/`margin_days` say when the credit label has matured;
+    the fraud label's own rule is `fraud_matured_as_ofs`. The fraud model's book-stability bands are "not flagged" and "flagged" at
+    `fraud_flag_threshold`; `band_edges` are the credit policy's PD bands.
 
     Every step goes to one MLflow run (experiment `creditline-retraining`) and, when
-    `decision_log_dir` is given, to `decision_log_dir/model_ops/as_of=D.parquet`.
+    `decision_log_dir` is given, to `decision_log_dir/model_ops/as_of=D.parquet` (the fraud
+    model's to `model_ops/fraud/as_of=D.parquet`).
     """
     from training.promote import GATE_KEYS, promote
     from training.registry import CHAMPION, current_version, load_model
     from training.tracking import open_client
     from training.train import train_on_feature_tables
 
+    spec = MODEL_SPECS[kind]
+    name = spec.registered_name
+    if kind == "fraud":
+        band_edges = (fraud_flag_threshold, 1.0)
     as_of = pd.Timestamp(as_of)
-    matured = matured_as_ofs(available_as_ofs(features_dir), as_of, horizon_months, margin_days)
+    matured = (
+        fraud_matured_as_ofs(available_as_ofs(features_dir), as_of)
+        if kind == "fraud"
+        else matured_as_ofs(available_as_ofs(features_dir), as_of, horizon_months, margin_days)
+    )
     window = choose_window(matured, window_months)
     client = open_client(tracking_uri)
-    champ_before = current_version(client, CREDIT_MODEL, CHAMPION)
+    champ_before = current_version(client, name, CHAMPION)
     short = window is not None and len(window[0]) < min_train_months
     if window is None or short:
         why = (
@@ -285,6 +324,7 @@ def retrain(
         )
         outcome = RetrainOutcome(
             as_of,
+            name,
             "skipped",
             reasons + [why],
             champion_before=champ_before,
@@ -295,11 +335,9 @@ def retrain(
     train_dates, oot_date = window
     train_s = [f"{d:%Y-%m-%d}" for d in train_dates]
     oot_s = f"{oot_date:%Y-%m-%d}"
-    log.info(
-        "retraining %s on %s, out-of-time %s: %s", CREDIT_MODEL, train_s, oot_s, "; ".join(reasons)
-    )
+    log.info("retraining %s on %s, out-of-time %s: %s", name, train_s, oot_s, "; ".join(reasons))
     result = train_on_feature_tables(
-        "credit",
+        kind,
         features_dir,
         train_s,
         oot_s,
@@ -309,13 +347,17 @@ def retrain(
         seed=seed,
         num_threads=num_threads,
     )
-    challenger = load_model(CREDIT_MODEL, result.version, tracking_uri)
+    challenger = load_model(name, result.version, tracking_uri)
     bt = None
     if champ_before is not None:
-        champion = load_model(CREDIT_MODEL, champ_before, tracking_uri)
+        champion = load_model(name, champ_before, tracking_uri)
         oot = pd.read_parquet(feature_table_path(features_dir, oot_date))
-        rate = approval_rate_at(decisions_path(decisions_dir, oot_date), default_approval_rate)
-        bt = backtest(oot, champion, challenger, rate)
+        rate = approval_rate_at(
+            decisions_path(decisions_dir, oot_date),
+            default_approval_rate,
+            fraud_flag_threshold if kind == "fraud" else None,
+        )
+        bt = backtest(oot, champion, challenger, rate, label=spec.label)
     status, gates, champ_after = "trained", [], champ_before
     refused = []
     if bt is not None and band_edges is not None:
@@ -335,16 +377,17 @@ def retrain(
         log.warning("challenger v%s refused by the loop's gates: %s", result.version, refused)
     elif auto_promote:
         pr = promote(
-            CREDIT_MODEL,
+            name,
             result.version,
             tracking_uri=tracking_uri,
             **{k: gate_settings[k] for k in GATE_KEYS},
         )
         gates += [g.line() for g in pr.gates]
         status = "promoted" if pr.passed else "refused"
-        champ_after = current_version(client, CREDIT_MODEL, CHAMPION)
+        champ_after = current_version(client, name, CHAMPION)
     outcome = RetrainOutcome(
         as_of,
+        name,
         status,
         reasons,
         challenger_version=int(result.version),
@@ -373,9 +416,10 @@ def _log_outcome(
     d = jsonable(outcome.to_dict())
     run = client.create_run(
         exp_id,
-        run_name=f"retrain as_of={d['as_of']}",
+        run_name=f"retrain {outcome.model} as_of={d['as_of']}",
         tags={
             "creditline.kind": "retraining",
+            "creditline.model": outcome.model,
             "creditline.as_of": d["as_of"],
             "creditline.status": outcome.status,
             "creditline.reasons": " | ".join(outcome.reasons)[:4900],
@@ -401,7 +445,7 @@ def _log_outcome(
                 {
                     "as_of": outcome.as_of,
                     "event": "retrain",
-                    "model": CREDIT_MODEL,
+                    "model": outcome.model,
                     "status": outcome.status,
                     "challenger_version": outcome.challenger_version or -1,
                     "champion_before": outcome.champion_before or -1,
@@ -411,5 +455,8 @@ def _log_outcome(
                 }
             ]
         )
-        write_parquet(row, model_ops_path(decision_log_dir, d["as_of"]))
+        # The credit model's file keeps its old place; the fraud model's sits beside it, so a
+        # month that retrains both loses neither row.
+        kind = None if outcome.model == MODEL_SPECS["credit"].registered_name else outcome.model
+        write_parquet(row, model_ops_path(decision_log_dir, d["as_of"], kind))
     return rid

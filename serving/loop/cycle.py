@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from features.catalog import (
+    available_as_ofs,
     decision_log_dir,
     decisions_path,
     feature_table_path,
@@ -49,7 +50,7 @@ from serving.monitoring.monitor import (
     run_monitor,
 )
 from training.fit import CREDIT_MODEL, FRAUD_MODEL
-from training.retrain import retrain
+from training.retrain import fraud_matured_as_ofs, matured_as_ofs, retrain
 
 log = logging.getLogger(__name__)
 
@@ -433,6 +434,7 @@ def _run_cycle(
     per_month: list[dict] = []
     retrains: list[dict] = []
     last_retrain: pd.Timestamp | None = None
+    last_fraud_retrain: pd.Timestamp | None = None
     explain_failures: list[dict] = []
     explain_models: dict = {}  # registry versions loaded + compiled once for the whole loop
     report_writer = _report_writer()  # explanation JSON/HTML written beside the loop
@@ -533,6 +535,7 @@ def _run_cycle(
             if cooling:
                 month_retrain = {
                     "as_of": f"{d:%Y-%m-%d}",
+                    "model": CREDIT_MODEL,
                     "status": "cooldown",
                     "reasons": summary["trigger"]["reasons"],
                 }
@@ -541,6 +544,7 @@ def _run_cycle(
                 # same model again: wait for a new month to mature (no cooldown consumed).
                 month_retrain = {
                     "as_of": f"{d:%Y-%m-%d}",
+                    "model": CREDIT_MODEL,
                     "status": "no_new_data",
                     "reasons": summary["trigger"]["reasons"]
                     + [f"no matured month after {seen:%Y-%m-%d}, the champion's newest"],
@@ -575,7 +579,19 @@ def _run_cycle(
         fraud_watch = _fraud_watch(
             fraud_ref_pd[fraud_v], models["fraud"], decisions_path(decisions_dir, d), summary, s
         )
+        fraud_watch["performance"] = _fraud_performance(
+            features_dir, d, models["fraud"], tracking_uri, s
+        )
         timer.add("monitor", t0)
+        t0 = time.perf_counter()
+        fraud_watch["retrain"] = _fraud_retrain(
+            d, fraud_watch, last_fraud_retrain, features_dir, decisions_dir, tracking_uri, s
+        )
+        if fraud_watch["retrain"] is not None:
+            retrains.append(fraud_watch["retrain"])
+            if fraud_watch["retrain"]["status"] not in ("skipped", "cooldown", "no_new_data"):
+                last_fraud_retrain = d
+        timer.add("retraining", t0)
 
         t0 = time.perf_counter()
         feats = pd.read_parquet(fpath)
@@ -641,9 +657,6 @@ def _run_cycle(
 
 def _newest_matured(features_dir: Path, d: pd.Timestamp, s: CycleSettings) -> pd.Timestamp | None:
     """The newest as-of whose default labels have matured by `d` (what a retrain would use)."""
-    from features.catalog import available_as_ofs
-    from training.retrain import matured_as_ofs
-
     m = matured_as_ofs(
         available_as_ofs(features_dir),
         d,
@@ -683,7 +696,7 @@ def _fraud_watch(
     """Fraud signals for people: score PSI against the fraud model's training reference, and
     fraud flags later cleared (false positives) on the matured decisions the monitor read.
 
-    They raise an alarm in the summary but retrain nothing: only the credit model is retrained.
+    An alarm here (or in `_fraud_performance`) retrains the fraud model (`_fraud_retrain`).
     """
     from serving.monitoring.drift import psi
 
@@ -702,6 +715,121 @@ def _fraud_watch(
     }
     out["alarm"] = bool(score_psi is not None and score_psi >= s.monitor.max_score_psi)
     return out
+
+
+def _fraud_performance(
+    features_dir: Path, d: pd.Timestamp, fraud_model, tracking_uri: str, s: CycleSettings
+) -> dict | None:
+    """The fraud champion on the newest as-of whose 90-day bust-out label has closed by `d`:
+    its Gini there against its own out-of-time Gini from training. None before any has closed."""
+    from serving.monitoring.monitor import baseline_gini_from_metrics
+    from training.metrics import auc
+
+    matured = fraud_matured_as_ofs(available_as_ofs(features_dir), d)
+    if not matured:
+        return None
+    t = matured[-1]
+    spec_label, spec_matured = "label_fraud_90d", "label_fraud_90d_matured"
+    df = pd.read_parquet(feature_table_path(features_dir, t))
+    rows = df.loc[df[spec_matured].fillna(False).astype(bool) & df[spec_label].notna()]
+    y = rows[spec_label].to_numpy("float64")
+    positives = int(y.sum())
+    baseline = baseline_gini_from_metrics(
+        champion_lineage(tracking_uri, FRAUD_MODEL, int(fraud_model.version))["metrics"]
+    )
+    out = {
+        "as_of": f"{t:%Y-%m-%d}",
+        "rows": int(len(rows)),
+        "bust_outs": positives,
+        "gini": None,
+        "baseline_gini": baseline,
+        "gini_drop": None,
+        "alarm": False,
+    }
+    if positives < s.monitor.min_fraud_positives or positives == len(rows):
+        out["note"] = (
+            f"{positives} matured bust-outs < min_fraud_positives={s.monitor.min_fraud_positives}: "
+            "no performance trigger"
+        )
+        return out
+    gini = 2 * auc(y, fraud_model.predict_proba(rows[list(fraud_model.features)])) - 1
+    out["gini"] = float(gini)
+    if baseline is not None:
+        out["gini_drop"] = float(baseline - gini)
+        out["alarm"] = bool(baseline - gini >= s.monitor.max_gini_drop)
+    return out
+
+
+def _fraud_retrain(
+    d: pd.Timestamp,
+    watch: dict,
+    last: pd.Timestamp | None,
+    features_dir: Path,
+    decisions_dir: Path,
+    tracking_uri: str,
+    s: CycleSettings,
+) -> dict | None:
+    """Retrain the fraud model on its 90-day label when its watch alarms (score drift against
+    its training reference, or a Gini drop on the newest matured month); None when nothing fired.
+
+    Same rules as the credit model's retrain: a cooldown, no retrain on months the champion has
+    already learnt from, the loop's gates (same out-of-time rows, book stability where the bands
+    are "not flagged" / "flagged"), then `promote`'s gates.
+    """
+    perf = watch.get("performance") or {}
+    reasons = []
+    if watch.get("alarm"):
+        reasons.append(
+            f"fraud score PSI {watch['score_psi']:.3f} >= {s.monitor.max_score_psi} "
+            "against the fraud model's training reference"
+        )
+    if perf.get("alarm"):
+        reasons.append(
+            f"fraud Gini {perf['gini']:.3f} on {perf['as_of']} is {perf['gini_drop']:.3f} below "
+            f"its out-of-time {perf['baseline_gini']:.3f} (limit {s.monitor.max_gini_drop})"
+        )
+    if not reasons or not s.monitor.fraud_retrain:
+        return None
+    base = {"as_of": f"{d:%Y-%m-%d}", "model": FRAUD_MODEL, "reasons": reasons}
+    if last is not None and d < last + pd.DateOffset(months=s.monitor.retrain_cooldown_months):
+        return {**base, "status": "cooldown"}
+    matured = fraud_matured_as_ofs(available_as_ofs(features_dir), d)
+    seen = _champion_newest_month(
+        champion_lineage(tracking_uri, FRAUD_MODEL, int(watch["model_version"]))
+    )
+    if matured and seen is not None and matured[-1] <= seen:
+        return {
+            **base,
+            "status": "no_new_data",
+            "reasons": reasons + [f"no matured month after {seen:%Y-%m-%d}, the champion's newest"],
+        }
+    outcome = retrain(
+        as_of=d,
+        features_dir=features_dir,
+        decisions_dir=decisions_dir,
+        tracking_uri=tracking_uri,
+        reasons=reasons,
+        model_settings=s.model,
+        gate_settings=s.gates,
+        window_months=s.monitor.retrain_window_months,
+        min_train_months=s.monitor.min_train_months,
+        auto_promote=s.monitor.auto_promote,
+        seed=s.seed,
+        num_threads=s.num_threads,
+        decision_log_dir=decision_log_dir(decisions_dir),
+        kind="fraud",
+        fraud_flag_threshold=s.monitor.fraud_flag_threshold,
+    )
+    return outcome.to_dict()
+
+
+def _retrain_text(month: dict) -> str:
+    """The month's retrain column: the credit model's status, then the fraud model's if any."""
+    fraud = ((month.get("fraud") or {}).get("retrain") or {}).get("status")
+    parts = [month["retrain"] or ("-" if fraud is None else "")] + (
+        [f"fraud:{fraud}"] if fraud else []
+    )
+    return " ".join(p for p in parts if p)
 
 
 def _governance_exceptions(client, versions: dict[str, int]) -> list:
@@ -867,7 +995,7 @@ def format_summary(summary: dict) -> str:
             f"{f(m.get('fraud_rate'))}  {r['adverse_actions']:>7}  {r['downgrades']:>10}  "
             f"{r['wrongful_post_repayment_downgrades']:>6}/{r['good_repayers']:<6}  "
             f"{r['repayers_outcome_unknown']:>7}  "
-            f"{_alarm_text(m):>5}  {m['retrain'] or '-'}"
+            f"{_alarm_text(m):>5}  {_retrain_text(m)}"
         )
     if any(m.get("default_window_months_observed") is not None for m in summary["per_month"]):
         lines.append("* default window cut by the end of the data: a lower bound")
@@ -899,7 +1027,7 @@ def format_summary(summary: dict) -> str:
         lines.append(
             f"fraud score drift (PSI >= the score-PSI limit) in {len(fraud_alarms)} month(s): "
             + ", ".join(f"{m['as_of']} ({m['fraud']['score_psi']:.2f})" for m in fraud_alarms)
-            + "; the fraud model is not retrained by the loop, its owner reviews"
+            + "; each alarm retrains the fraud model (below) unless it is cooling down"
         )
     lines.append(f"drift alarms: {summary['drift_alarms']}")
     for r in summary["retrains"]:
@@ -908,7 +1036,7 @@ def format_summary(summary: dict) -> str:
         bt = r.get("backtest") or {}
         ch, cl = bt.get("champion") or {}, bt.get("challenger") or {}
         lines.append(
-            f"  {r['as_of']}: {r['status']}"
+            f"  {r['as_of']} {r.get('model', CREDIT_MODEL)}: {r['status']}"
             + (
                 f" challenger v{r.get('challenger_version')} (trained on {len(r.get('train_as_of') or [])} months, "
                 f"OOT {r.get('oot_as_of')}): AUC champion {f(ch.get('auc'))} -> challenger {f(cl.get('auc'))}"
@@ -917,7 +1045,7 @@ def format_summary(summary: dict) -> str:
             )
             + f"; champion v{r.get('champion_before')} -> v{r.get('champion_after')}"
             if r.get("status") not in ("cooldown",)
-            else f"  {r['as_of']}: alarm during cooldown"
+            else f"  {r['as_of']} {r.get('model', CREDIT_MODEL)}: alarm during cooldown"
         )
         for reason in r.get("reasons", [])[:4]:
             lines.append(f"      - {reason}")
