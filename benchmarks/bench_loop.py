@@ -143,20 +143,28 @@ def main(argv: list[str] | None = None) -> int:
     h = headline_figures({a: pd.concat(v, ignore_index=True) for a, v in pooled.items()})
     for fig in HEADLINE_FIGURES:
         print(_line("loop.pooled", fig, h, users=args.users, months=args.months, seeds=args.seeds))
-    rel = h["relative_change"]["wrongful_per_10k"]
-    print(
-        json.dumps(
-            {
-                "name": "loop.pooled.wrongful_reduction",
-                "value": None if rel["value"] is None else -rel["value"],
-                "unit": "share",
-                "baseline": "goal",
-                "baseline_value": GOAL_WRONGFUL_REDUCTION,
-                "ratio": None if rel["value"] is None else -rel["value"] / GOAL_WRONGFUL_REDUCTION,
-                "ci95": [-rel["ci95_high"], -rel["ci95_low"]],
-            }
+    # The goal is on the first figure; the second (no regulation rule fired) says how much of
+    # the first the models could move at all.
+    for fig, name in (
+        ("wrongful_per_10k", "wrongful_reduction"),
+        ("wrongful_no_regulation_per_10k", "wrongful_no_regulation_reduction"),
+    ):
+        rel = h["relative_change"][fig]
+        print(
+            json.dumps(
+                {
+                    "name": f"loop.pooled.{name}",
+                    "value": None if rel["value"] is None else -rel["value"],
+                    "unit": "share",
+                    "baseline": "goal",
+                    "baseline_value": GOAL_WRONGFUL_REDUCTION,
+                    "ratio": None
+                    if rel["value"] is None
+                    else -rel["value"] / GOAL_WRONGFUL_REDUCTION,
+                    "ci95": [-rel["ci95_high"], -rel["ci95_low"]],
+                }
+            )
         )
-    )
     return 0
 
 

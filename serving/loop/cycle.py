@@ -1057,6 +1057,7 @@ def format_summary(summary: dict) -> str:
         arms += [("models frozen", "without_loop"), ("difference", "difference")]
     labels = {
         "wrongful_per_10k": "wrongful post-repayment downgrades per 10k good repayers",
+        "wrongful_no_regulation_per_10k": "  of which no regulation rule fired, per 10k",
         "missed_defaulter_share": "defaulters whose line was left open (share)",
         "open_line_at_default_cny_per_10k": "line left open to defaulters, CNY per 10k users",
         "fraud_false_flags_per_10k": "fraud flags on good users per 10k",
@@ -1070,7 +1071,7 @@ def format_summary(summary: dict) -> str:
                 f"    {name:<14} {f(v['value'], spec):>10}  [{f(v['ci95_low'], spec)}, "
                 f"{f(v['ci95_high'], spec)}]"
             )
-        if "relative_change" in h and fig == "wrongful_per_10k":
+        if "relative_change" in h and fig.startswith("wrongful"):
             r = h["relative_change"][fig]
             lines.append(
                 f"    relative       {f(r['value'], '+.1%'):>10}  [{f(r['ci95_low'], '+.1%')}, "

@@ -16,6 +16,7 @@ from features.catalog import decisions_path, explanations_path
 from features.contracts import ADVERSE_ACTIONS, NO_LINE_ACTIONS
 from serving.explain.downgrades import select_downgrades, usable_lines
 from serving.explain.run import usable_before
+from serving.scoring.policy import REGULATION_IDS
 
 
 def read_truth(raw_dir: Path) -> pd.DataFrame | None:
@@ -222,6 +223,7 @@ def read_explanations(explanations_dir: Path, as_of: pd.Timestamp) -> pd.DataFra
 
 HEADLINE_FIGURES = (
     "wrongful_per_10k",
+    "wrongful_no_regulation_per_10k",
     "missed_defaulter_share",
     "open_line_at_default_cny_per_10k",
     "fraud_false_flags_per_10k",
@@ -229,6 +231,7 @@ HEADLINE_FIGURES = (
 # Each figure as a ratio of two per-user-month sums: (numerator column, denominator column, scale).
 _RATIOS = {
     "wrongful_per_10k": ("wrongful", "good_repayer", 1e4),
+    "wrongful_no_regulation_per_10k": ("wrongful_no_regulation", "good_repayer", 1e4),
     "missed_defaulter_share": ("missed", "bad", 1.0),
     "open_line_at_default_cny_per_10k": ("open_line_bad_cny", "known", 1e4),
     "fraud_false_flags_per_10k": ("false_flag", "good_user", 1e4),
@@ -236,6 +239,9 @@ _RATIOS = {
 HEADLINE_DEFINITIONS = {
     "wrongful_per_10k": "downgrades of good repayers (repaid in full in the 30 days before the "
     "as-of, no default or bust-out within 12 months) per 10k good-repayer months",
+    "wrongful_no_regulation_per_10k": "the same, leaving out downgrades whose decision fired a "
+    "regulation rule (REG-*): the part of the first figure models and their loop can move "
+    "(a part of the rest is the law, not a misjudgement)",
     "missed_defaulter_share": "of the user-months whose user defaults or busts out within 12 "
     "months, the share whose decision did not lower the usable line and left some of it open",
     "open_line_at_default_cny_per_10k": "usable line (CNY) the decisions left open to those users, "
@@ -246,9 +252,14 @@ HEADLINE_DEFINITIONS = {
     "resample for both arms, so the difference's interval is paired)",
 }
 OUTCOME_COLUMNS = [
-    "user_id", "as_of", "good_repayer", "repayer_unknown", "downgraded", "wrongful", "known", "bad",
+    "user_id", "as_of", "good_repayer", "repayer_unknown", "downgraded", "wrongful",
+    "wrongful_no_regulation", "known", "bad",
     "missed", "usable_after_cny", "open_line_bad_cny", "good_user", "fraud_flag", "false_flag",
 ]  # fmt: skip
+
+
+# A regulation rule's id in a decision's `rules_fired` (serving.scoring.policy.REGULATION_IDS).
+_REGULATION_RULE = "|".join(f"(?:^|;){i}(?:@|;|$)" for i in REGULATION_IDS.values())
 
 
 def truth_end(raw_dir: Path) -> pd.Timestamp | None:
@@ -286,7 +297,8 @@ def outcome_rows(
     lower their usable line and left some of it open (a line frozen earlier and still frozen
     protects: nothing was missed). `open_line_bad_cny`: the usable line left open to a defaulter.
     A `false_flag` is a fraud flag (fraud log-odds at or above the freeze threshold) on a user
-    known not to go bad.
+    known not to go bad. `wrongful_no_regulation`: a wrongful downgrade whose decision fired no
+    regulation rule (`rules_fired` holds no REG-* id).
     """
     dec = decisions.assign(user_id=decisions["user_id"].astype(str)).drop_duplicates("user_id")
     ids = dec["user_id"].to_numpy()
@@ -317,6 +329,11 @@ def outcome_rows(
     flag = dec.get("fraud_margin", pd.Series(np.nan, index=dec.index)).to_numpy("float64") >= 0
     good_repayer = g.fillna(False).astype(bool).to_numpy()
     good_user = known & ~bad
+    regulation = (
+        dec["rules_fired"].fillna("").astype(str).str.contains(_REGULATION_RULE).to_numpy()
+        if "rules_fired" in dec.columns
+        else np.zeros(len(dec), dtype=bool)
+    )
     return pd.DataFrame(
         {
             "user_id": ids,
@@ -325,6 +342,7 @@ def outcome_rows(
             "repayer_unknown": g.isna().to_numpy(),
             "downgraded": down,
             "wrongful": down & good_repayer,
+            "wrongful_no_regulation": down & good_repayer & ~regulation,
             "known": known,
             "bad": bad,
             "missed": bad & ~down & (after > 0.5),
@@ -348,7 +366,8 @@ def headline_figures(
     the difference's interval is paired. Each figure is `{"value", "ci95_low", "ci95_high"}`;
     `relative_change` is the difference over the second arm's value.
 
-    >>> rows = lambda w: pd.DataFrame({"user_id": list("abcd"), "wrongful": w, "good_repayer": [True] * 4,
+    >>> rows = lambda w: pd.DataFrame({"user_id": list("abcd"), "wrongful": w, "wrongful_no_regulation": w,
+    ...     "good_repayer": [True] * 4,
     ...     "missed": [False] * 4, "bad": [False] * 4, "open_line_bad_cny": [0.0] * 4, "known": [True] * 4,
     ...     "false_flag": [False] * 4, "good_user": [True] * 4})
     >>> h = headline_figures({"loop": rows([True, False, False, False]), "frozen": rows([True, True, False, False])})

@@ -44,7 +44,17 @@ def _usable(dec: pd.DataFrame) -> pd.Series:
 
 def _recompute(folder, decisions_dir, months: list[str], truth_end: pd.Timestamp) -> dict:
     truth = pd.read_parquet(folder / "truth" / "outcomes.parquet").set_index("user_id")
-    num = {"wrong": 0, "good": 0, "missed": 0, "bad": 0, "open": 0.0, "known": 0, "ff": 0, "gu": 0}
+    num = {
+        "wrong": 0,
+        "wrong_noreg": 0,
+        "good": 0,
+        "missed": 0,
+        "bad": 0,
+        "open": 0.0,
+        "known": 0,
+        "ff": 0,
+        "gu": 0,
+    }
     took_effect: dict[str, float] = {}  # user -> usable line of the last decision not deferred
     prev = None
     for m in months:
@@ -78,6 +88,13 @@ def _recompute(folder, decisions_dir, months: list[str], truth_end: pd.Timestamp
         good = repaid.reindex(dec.index).fillna(False) & ~bad & known
         flag = dec["fraud_margin"] >= 0
         num["wrong"] += int((down & good).sum())
+        regulation = (
+            dec["rules_fired"]
+            .fillna("")
+            .str.split(";")
+            .map(lambda rules: any(r.split("@")[0].startswith("REG-") for r in rules))
+        )
+        num["wrong_noreg"] += int((down & good & ~regulation).sum())
         num["good"] += int(good.sum())
         num["missed"] += int((bad & ~down & (after > 0.5)).sum())
         num["bad"] += int(bad.sum())
@@ -91,6 +108,9 @@ def _recompute(folder, decisions_dir, months: list[str], truth_end: pd.Timestamp
         prev = dec
     return {
         "wrongful_per_10k": 1e4 * num["wrong"] / num["good"] if num["good"] else None,
+        "wrongful_no_regulation_per_10k": 1e4 * num["wrong_noreg"] / num["good"]
+        if num["good"]
+        else None,
         "missed_defaulter_share": num["missed"] / num["bad"] if num["bad"] else None,
         "open_line_at_default_cny_per_10k": 1e4 * num["open"] / num["known"]
         if num["known"]
